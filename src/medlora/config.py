@@ -83,7 +83,8 @@ class TrainConfig:
     max_seq_length: int
     steps_per_report: int
     steps_per_eval: int
-    val_batches: int
+    val_examples: int  # fixed, seeded validation subset: the same examples for every run and trial
+    eval_batch_size: int  # validation batch size, independent of the training batch size
     mask_prompt: bool
     grad_checkpoint: bool
     seed: int
@@ -197,8 +198,8 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             f"train.learning_rate={t.learning_rate!r} must be in (0, 1] (fix: e.g. train.learning_rate=1e-4)")
     p.check(t.optimizer in ("adam", "adamw", "sgd"),
             f"train.optimizer={t.optimizer!r} is unknown (fix: adam, adamw or sgd)")
-    p.check(isinstance(t.val_batches, int) and (t.val_batches > 0 or t.val_batches == -1),
-            f"train.val_batches={t.val_batches!r} must be positive or -1 for the whole split (fix: train.val_batches=8)")
+    _positive_int(p, t.val_examples, "train.val_examples")
+    _positive_int(p, t.eval_batch_size, "train.eval_batch_size")
     p.check(steps_per_eval <= iters,
             f"train.steps_per_eval={steps_per_eval} exceeds train.iters={iters}: only the first and last "
             "evaluation would run (fix: lower train.steps_per_eval or raise train.iters)")
@@ -226,7 +227,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             batch_size=int(t.batch_size), iters=int(t.iters), learning_rate=float(t.learning_rate),
             optimizer=str(t.optimizer), max_seq_length=int(t.max_seq_length),
             steps_per_report=int(t.steps_per_report), steps_per_eval=int(t.steps_per_eval),
-            val_batches=int(t.val_batches), mask_prompt=bool(t.mask_prompt),
+            val_examples=int(t.val_examples), eval_batch_size=int(t.eval_batch_size), mask_prompt=bool(t.mask_prompt),
             grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
         ),
         probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),

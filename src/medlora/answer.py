@@ -1,0 +1,34 @@
+"""Answer a question with a model (base, or base + LoRA adapter).
+
+Prompts are built with the model's own chat template (never one family's
+hard-coded tokens). Decoding is greedy and stops at the end of the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mlx_lm.generate import stream_generate
+
+
+def chat_prompt(tokenizer, question: str, system_prompt: str | None = None) -> list[int]:
+    """Token ids of the chat-formatted question, ending where the assistant's answer starts."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": question})
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+
+
+def stream_answer(
+    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None
+) -> Iterator[str]:
+    """Yield the answer's text piece by piece (greedy decoding)."""
+    prompt = chat_prompt(tokenizer, question, system_prompt)
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens):
+        yield response.text
+
+
+def generate_answer(
+    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None
+) -> str:
+    """The whole answer as one string, whitespace-trimmed."""
+    return "".join(stream_answer(model, tokenizer, question, max_tokens=max_tokens, system_prompt=system_prompt)).strip()

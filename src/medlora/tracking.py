@@ -1,0 +1,95 @@
+"""MLflow setup and run bookkeeping.
+
+The store is ``sqlite:///<paths.mlruns>/mlflow.db`` (MLflow >= 3.13 refuses a
+plain ``./mlruns`` file store) with artifacts under ``<paths.mlruns>/artifacts/``.
+Runs are always closed: FINISHED on success, FAILED (with an ``error`` tag) when
+anything raises, KILLED on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+
+from medlora.config import Paths
+
+# MLflow's alembic migrations and its "experiment created" chatter are noise on a CLI.
+for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def connect(paths: Paths) -> None:
+    """Point MLflow (tracking and registry) at the project's store, creating it if needed."""
+    paths.mlruns.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    mlflow.set_registry_uri(paths.tracking_uri)
+
+
+def experiment_id(paths: Paths, name: str) -> str:
+    """The id of experiment ``name``, created with its artifacts under ``<paths.mlruns>/artifacts``."""
+    connect(paths)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (paths.mlruns.resolve() / "artifacts" / name).as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become their string form."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+@contextmanager
+def tracked_run(
+    paths: Paths,
+    experiment_name: str,
+    run_name: str | None = None,
+    *,
+    nested: bool = False,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start an MLflow run that always ends with a final status and, on error, the error text."""
+    exp_id = experiment_id(paths, experiment_name)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=dict(tags or {}))
+    status = RunStatus.to_string(RunStatus.FINISHED)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        mlflow.set_tag("error", "interrupted (Ctrl-C / SIGTERM)")
+        raise
+    except BaseException as err:
+        status = RunStatus.to_string(RunStatus.FAILED)
+        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    finally:
+        mlflow.end_run(status=status)
+
+
+def log_config(raw: Mapping[str, Any], yaml_text: str) -> None:
+    """Log the flattened resolved config as params and the composed YAML as an artifact."""
+    mlflow.log_params(flatten(raw))
+    mlflow.log_text(yaml_text, "config.yaml")
+
+
+def log_dir(local_dir: Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(local_dir), artifact_path)

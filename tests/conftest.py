@@ -1,0 +1,5 @@
+"""Load the optimized BLAS before anything imports mlx (see medlora.blas)."""
+
+from medlora.blas import load_fast_blas
+
+load_fast_blas()
