@@ -130,6 +130,13 @@ def test_bad_sources_are_user_errors(tmp_path):
     assert models.model_path(ModelConfig(name="g", source="hub", hub_repo="org/repo"), tmp_path) == "org/repo"
 
 
+def test_incomplete_cache_folder_is_a_user_error(tmp_path):
+    path = Path(models.model_path(TINY, tmp_path))
+    (path / models.BUILD_INFO).unlink()
+    with pytest.raises(UserError, match=r"incomplete \(fix: rm -rf "):
+        models.model_path(TINY, tmp_path)
+
+
 # ---------------------------------------------------------------- slow: the converted SmolLM2
 
 

@@ -69,6 +69,11 @@ def _scalar(md: dict[str, Any], key: str, default: Any = None) -> Any:
     return value
 
 
+def _f32(x: float) -> float:
+    """A float32 metadata value as the short decimal it was written from (9.99999975e-06 -> 1e-05)."""
+    return float(f"{float(x):.7g}")
+
+
 def architecture(md: dict[str, Any]) -> str:
     arch = _scalar(md, "general.architecture")
     if arch != "llama":
@@ -97,8 +102,8 @@ def model_config(md: dict[str, Any]) -> dict[str, Any]:
         "num_attention_heads": n_head,
         "num_key_value_heads": int(_scalar(md, f"{a}.attention.head_count_kv", n_head)),
         "head_dim": head_dim,
-        "rms_norm_eps": float(_scalar(md, f"{a}.attention.layer_norm_rms_epsilon")),
-        "rope_theta": float(_scalar(md, f"{a}.rope.freq_base", 10000.0)),
+        "rms_norm_eps": _f32(_scalar(md, f"{a}.attention.layer_norm_rms_epsilon")),
+        "rope_theta": _f32(_scalar(md, f"{a}.rope.freq_base", 10000.0)),
         "max_position_embeddings": int(_scalar(md, f"{a}.context_length", 2048)),
         "vocab_size": vocab,
     }
@@ -181,12 +186,12 @@ def _pre_tokenizer(pre: str):
     from tokenizers import pre_tokenizers as pt
 
     byte_level = pt.ByteLevel(add_prefix_space=False, use_regex=True)  # the GPT-2 regex
-    if pre in ("gpt2", "default", "starcoder", "refact", "olmo", "jais"):
+    if pre in ("gpt2", "mpt", "olmo", "jais"):  # llama.cpp: the GPT-2 regex alone
         return byte_level
-    if pre == "smollm":  # llama.cpp: "\p{N}" (single digits), then the GPT-2 regex
+    if pre in ("smollm", "starcoder", "refact"):  # llama.cpp: "\p{N}" (single digits), then the GPT-2 regex
         return pt.Sequence([pt.Digits(individual_digits=True), byte_level])
     raise UserError(
-        f"GGUF pre-tokenizer {pre!r} is not supported (fix: use a GGUF whose tokenizer.ggml.pre is gpt2 or smollm)"
+        f"GGUF pre-tokenizer {pre!r} is not supported (fix: use a GGUF whose tokenizer.ggml.pre is gpt2, smollm or starcoder)"
     )
 
 

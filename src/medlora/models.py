@@ -32,6 +32,7 @@ DEFAULT_TOKENIZER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TINY_VERSION = "1"  # bump when the tiny model's construction changes
 BUILD_INFO = "medlora_build.json"
+STALE_TMP_SECONDS = 3600  # a temporary build folder this old belongs to a killed build
 
 # Incremented each time a folder is actually built (tests use it to check caching).
 builds = 0
@@ -85,7 +86,15 @@ def _build_once(final: Path, build, info: dict) -> Path:
     global builds
     if (final / BUILD_INFO).is_file():
         return final
+    if final.exists():
+        raise UserError(f"model cache folder {final} is incomplete (fix: rm -rf {final})")
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):  # left by killed builds
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # removed meanwhile by another process
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     tmp.chmod(0o755)
     try:
@@ -96,9 +105,9 @@ def _build_once(final: Path, build, info: dict) -> Path:
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / BUILD_INFO).is_file():  # an incomplete leftover (pre-rename crash is impossible)
+            if not (final / BUILD_INFO).is_file():
                 raise
-            # another process finished first: use its folder
+            # another process renamed its complete build into place first: use that one
         else:
             builds += 1
     finally:

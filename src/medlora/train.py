@@ -22,7 +22,6 @@ import mlflow
 import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
-from mlx_lm.tuner import datasets as mlx_datasets
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.trainer import TrainingArgs
 from mlx_lm.tuner.trainer import iterate_batches as mlx_iterate_batches
@@ -34,6 +33,7 @@ from medlora import data, models, tracking
 from medlora.blas import blas_in_use
 from medlora.callbacks import BestAdapterKeeper, CallbackList, History, MetricsLogger, ProbeSampler, save_adapter
 from medlora.config import RunConfig
+from medlora.datasets import cached_encode
 from medlora.errors import UserError
 from medlora.report import loss_curve_figure
 
@@ -70,20 +70,21 @@ def adapter_config(cfg: RunConfig, num_layers: int) -> dict:
     }
 
 
-def load_datasets(cfg: RunConfig, tokenizer):
-    """Train set (all of the train split) and the fixed validation subset, tokenized lazily and cached."""
+def load_datasets(cfg: RunConfig, tokenizer, model_key: str):
+    """Train set (the whole train split) and the fixed validation subset, tokenized once and cached."""
     split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
-    train_rows = data.load_split(split_dir, "train")
     valid_rows = data.load_split(split_dir, "valid")
-    if len(train_rows) < cfg.train.batch_size:
+    random.Random(cfg.data.seed).shuffle(valid_rows)
+    encode = partial(cached_encode, tokenizer=tokenizer, cache_dir=split_dir / "tokenized",
+                     mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length)
+    train_set = encode(data.load_split(split_dir, "train"), cache_key=f"train|{model_key}")
+    valid_set = encode(valid_rows[: cfg.train.val_examples], cache_key=f"valid|{model_key}|{cfg.data.seed}")
+    if len(train_set) < cfg.train.batch_size:
         raise UserError(
-            f"train split has {len(train_rows)} examples, fewer than train.batch_size={cfg.train.batch_size} "
+            f"train split has {len(train_set)} usable examples, fewer than train.batch_size={cfg.train.batch_size} "
             "(fix: lower train.batch_size or use a bigger data.csv)"
         )
-    random.Random(cfg.data.seed).shuffle(valid_rows)
-    valid_rows = valid_rows[: cfg.train.val_examples]
-    make = partial(mlx_datasets.ChatDataset, tokenizer=tokenizer, mask_prompt=cfg.train.mask_prompt)
-    return (mlx_datasets.CacheDataset(make(train_rows)), mlx_datasets.CacheDataset(make(valid_rows)), split_dir)
+    return train_set, valid_set, split_dir
 
 
 def batch_iterator(train_seed: int, eval_batch_size: int):
@@ -132,9 +133,10 @@ def train(
         mlflow.log_params({"blas": blas_in_use(), **(extra_params or {})})
 
         mx.random.seed(cfg.train.seed)
+        model_ref = models.model_path(cfg.model, cfg.paths.models)
         model, tokenizer = models.load_model(cfg.model, cfg.paths.models)
         num_layers = add_lora(model, cfg)
-        train_set, valid_set, split_dir = load_datasets(cfg, tokenizer)
+        train_set, valid_set, split_dir = load_datasets(cfg, tokenizer, model_key=Path(model_ref).name)
         n_trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         mlflow.log_params({"split_dir": split_dir.name, "trainable_parameters": n_trainable,
                            "train_examples": len(train_set), "val_examples_used": len(valid_set)})
