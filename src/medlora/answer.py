@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import mlx.core as mx
 from mlx_lm.generate import stream_generate
 
 
@@ -32,3 +33,21 @@ def generate_answer(
 ) -> str:
     """The whole answer as one string, whitespace-trimmed."""
     return "".join(stream_answer(model, tokenizer, question, max_tokens=max_tokens, system_prompt=system_prompt)).strip()
+
+
+def load_with_champion(run_cfg):
+    """Base model + the registry's ``champion`` adapter for ``run_cfg.model``; returns (model, tokenizer, version)."""
+    import tempfile
+
+    from mlx_lm.tuner.utils import load_adapters
+
+    from medlora import models
+    from medlora.promote import champion_adapter
+
+    with tempfile.TemporaryDirectory(prefix="medlora-champion-") as tmp:
+        adapter_dir, version = champion_adapter(run_cfg, tmp)
+        model, tokenizer = models.load_model(run_cfg.model, run_cfg.paths.models)
+        load_adapters(model, str(adapter_dir))
+        mx.eval(model.parameters())  # read the weights before the folder goes away
+    model.eval()
+    return model, tokenizer, version

@@ -23,14 +23,27 @@ examples:
   medlora train                            # one LoRA run of the embedded SmolLM2-135M
   medlora train experiment=seed_baseline   # the original hand-picked settings
   medlora train experiment=quick           # a one-minute smoke run on a tiny random model
+  medlora sweep                            # the default study: Optuna search under a memory cap
+  medlora sweep study.name=big study.memory_cap_gb=4 study.n_trials=30
+  medlora report study.name=default        # regenerate trials.csv, best.yaml, figures/ from storage
+  medlora train --from experiments/default/best.yaml   # rerun the best trial
+  medlora promote study.name=default       # best adapter -> registry, alias champion
+  medlora promote --rollback               # champion <-> previous
+  medlora ask "What is glaucoma?"          # base model + champion adapter
+  medlora ui                               # MLflow UI on the project's store
   medlora train --cfg                      # print the composed config and exit
 
-Runs are tracked in MLflow under mlruns/ (browse with: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db).
+Runs are tracked in MLflow under mlruns/ (sqlite:///mlruns/mlflow.db + mlruns/artifacts/).
 """
 
 COMMANDS = {
     "prepare": "clean, dedupe and split the question/answer CSV into chat JSONL (train/valid/test)",
     "train": "one LoRA fine-tuning run, logged to MLflow (losses, samples, memory, adapters)",
+    "sweep": "run (or resume) an Optuna study over conf/study: trials under a memory cap, pruned early",
+    "report": "regenerate a study's trials.csv, best.yaml and figures/ from its storage",
+    "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
+    "ask": "answer a question with the base model + the 'champion' adapter",
+    "ui": "start the MLflow UI on the project's store",
 }
 
 
@@ -45,9 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "ask":
+            p.add_argument("question", help="the question, quoted")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
         p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        if name == "train":
+            p.add_argument("--from", dest="from_file", metavar="FILE",
+                           help="a best.yaml written by a study: its overrides come first")
+        if name == "promote":
+            p.add_argument("--rollback", action="store_true", help="swap aliases champion and previous")
+        if name == "ui":
+            p.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def overrides_from_file(path: str) -> list[str]:
+    """The ``overrides`` list of a best.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    from medlora.errors import UserError
+
+    try:
+        overrides = yaml.safe_load(Path(path).read_text())["overrides"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read overrides from {path} ({type(err).__name__}) "
+                        "(fix: pass a best.yaml written by `medlora sweep` or `medlora report`)") from None
+    return [str(o) for o in overrides]
 
 
 def cmd_prepare(cfg) -> None:
@@ -68,7 +106,78 @@ def cmd_train(cfg) -> None:
     )
 
 
+def cmd_sweep(cfg, composed, args) -> None:
+    from medlora.config import to_study_config
+    from medlora.report import best_trial, trials_frame
+    from medlora.study import run_study
+
+    study_cfg = to_study_config(composed)
+    study = run_study(study_cfg, cfg, list(args.overrides))
+    frame = trials_frame(study)
+    print(frame.drop(columns=["reason", "run_id"], errors="ignore").to_string(index=False))
+    best = best_trial(study)
+    where = study_cfg.dir
+    print(f"medlora: study {study_cfg.name}: {len(frame)} trials; outputs in {where}/ (trials.csv, best.yaml, figures/)")
+    if best is not None:
+        print(f"medlora: best trial #{best.number}: val loss {best.value:.4f} {best.params}")
+        print(f"medlora: next: medlora promote study.name={study_cfg.name}")
+
+
+def cmd_report(cfg, composed, args) -> None:
+    import optuna
+
+    from medlora.config import to_study_config
+    from medlora.errors import UserError
+    from medlora.report import write_study_outputs
+    from medlora.study import open_storage
+
+    study_cfg = to_study_config(composed)
+    try:
+        study = optuna.load_study(study_name=study_cfg.name, storage=open_storage(study_cfg.storage))
+    except KeyError:
+        raise UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
+                        f"(fix: check study.name, or run `medlora sweep study.name={study_cfg.name}`)") from None
+    out = write_study_outputs(study, study_cfg)
+    print(f"medlora: {len(out['trials'])} trials -> {study_cfg.dir}/ (trials.csv, best.yaml, figures/)")
+
+
+def cmd_promote(cfg, composed, args) -> None:
+    from medlora import promote
+    from medlora.config import to_study_config
+
+    name = promote.registered_name(cfg)
+    if args.rollback:
+        now, before = promote.rollback(cfg)
+        print(f"medlora: {name}: champion is version {now.version} again"
+              + (f" (version {before.version} is now 'previous')" if before else ""))
+        return
+    version, old = promote.promote(to_study_config(composed), cfg)
+    print(f"medlora: {name} version {version.version} is now 'champion'"
+          + (f"; version {old.version} is 'previous' (undo: medlora promote --rollback)" if old else ""))
+
+
+def cmd_ask(cfg, composed, args) -> None:
+    from medlora.answer import load_with_champion, stream_answer
+
+    model, tokenizer, version = load_with_champion(cfg)
+    for piece in stream_answer(model, tokenizer, args.question, max_tokens=cfg.probes.max_tokens * 4,
+                               system_prompt=cfg.data.system_prompt):
+        print(piece, end="", flush=True)
+    print(f"\n\n[{cfg.model.name} + champion adapter v{version.version}]")
+
+
+def cmd_ui(cfg, composed, args) -> None:
+    import subprocess
+
+    uri = cfg.paths.tracking_uri
+    print(f"medlora: MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                    "--registry-store-uri", uri, "--port", str(args.port)], check=False)
+
+
 HANDLERS = {"prepare": cmd_prepare, "train": cmd_train}
+HANDLERS_WITH_ARGS = {"sweep": cmd_sweep, "report": cmd_report, "promote": cmd_promote, "ask": cmd_ask,
+                      "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "from_file", None):
+            args.overrides = overrides_from_file(args.from_file) + list(args.overrides)
         composed = compose(args.overrides)
         if args.cfg:
             from omegaconf import OmegaConf
 
             print(OmegaConf.to_yaml(composed))
             return 0
-        HANDLERS[args.command](to_run_config(composed))
+        if args.command in HANDLERS:
+            HANDLERS[args.command](to_run_config(composed))
+        else:
+            HANDLERS_WITH_ARGS[args.command](to_run_config(composed), composed, args)
     except UserError as err:
         print(f"medlora: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -111,6 +111,33 @@ class RunConfig:
     raw: dict = field(repr=False, compare=False)  # the resolved tree, for logging only
 
 
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched config key and its distribution."""
+
+    key: str  # a run-config key, e.g. "train.batch_size"
+    type: str  # "categorical" | "int" | "float"
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    n_trials: int
+    timeout_minutes: float
+    memory_cap_gb: float
+    storage: str  # SQLAlchemy URL of the Optuna storage (resolved: never null)
+    sampler: dict
+    pruner: dict
+    search_space: tuple[ParamSpec, ...]
+    trial_overrides: tuple[str, ...]  # "key=value" applied to every trial
+    dir: Path  # <paths.experiments>/<name>: optuna.db, trials.csv, best.yaml, figures/
+
+
 # ---------------------------------------------------------------- composing
 
 
@@ -239,3 +266,69 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
 def load_run_config(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     return to_run_config(compose(overrides))
+
+
+def _leaf_specs(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"batch_size": {"type": ...}}}`` -> ``{"train.batch_size": {"type": ...}}``."""
+    leaves: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and "type" not in value:
+            leaves.update(_leaf_specs(value, f"{prefix}{key}."))
+        elif value is not None:  # null removes a key inherited from another study file
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def _param_spec(p: _Problems, key: str, spec: Any, run_tree: DictConfig) -> ParamSpec | None:
+    if OmegaConf.select(run_tree, key, default="__missing__") == "__missing__":
+        p.check(False, f"study.search_space key {key!r} is not a config key (fix: use e.g. train.batch_size, "
+                       "lora.num_layers, train.learning_rate, train.iters)")
+        return None
+    spec = dict(spec) if isinstance(spec, (dict, DictConfig)) else {}
+    kind = spec.get("type")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        p.check(bool(choices), f"study.search_space {key}: categorical needs a non-empty choices list "
+                               "(fix: {type: categorical, choices: [1, 2, 4]})")
+        return ParamSpec(key, kind, choices=tuple(choices or ()))
+    if kind in ("int", "float"):
+        low, high = spec.get("low"), spec.get("high")
+        ok = isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high
+        p.check(ok, f"study.search_space {key}: {kind} needs low <= high (fix: {{type: {kind}, low: 1, high: 8}})")
+        log = bool(spec.get("log", False))
+        p.check(not (log and ok and low <= 0), f"study.search_space {key}: a log scale needs low > 0 (fix: raise low)")
+        return ParamSpec(key, kind, low=low, high=high, step=spec.get("step"), log=log)
+    p.check(False, f"study.search_space {key}: type {kind!r} is unknown (fix: categorical, int or float)")
+    return None
+
+
+def to_study_config(cfg: DictConfig) -> StudyConfig:
+    """Validate the ``study`` group of a composed config; raise one UserError listing every problem."""
+    p = _Problems()
+    s = cfg.study
+    _positive_int(p, s.n_trials, "study.n_trials")
+    p.check(isinstance(s.timeout_minutes, (int, float)) and s.timeout_minutes > 0,
+            f"study.timeout_minutes={s.timeout_minutes!r} must be positive (fix: study.timeout_minutes=45)")
+    p.check(isinstance(s.memory_cap_gb, (int, float)) and s.memory_cap_gb > 0,
+            f"study.memory_cap_gb={s.memory_cap_gb!r} must be positive (fix: study.memory_cap_gb=2.0)")
+    p.check(s.sampler.name in ("tpe", "random"), f"study.sampler.name={s.sampler.name!r} is unknown (fix: tpe or random)")
+    p.check(s.pruner.name in ("median", "threshold", "none"),
+            f"study.pruner.name={s.pruner.name!r} is unknown (fix: median, threshold or none)")
+    p.check(s.pruner.name != "threshold" or isinstance(s.pruner.get("upper"), (int, float)),
+            "study.pruner.name=threshold needs a number study.pruner.upper (fix: +study.pruner.upper=3.0)")
+    space = _leaf_specs(OmegaConf.to_container(s.search_space or {}))
+    p.check(len(space) > 0, "study.search_space is empty: nothing to search "
+                            "(fix: declare at least one key, see conf/study/default.yaml)")
+    specs = [_param_spec(p, k, v, cfg) for k, v in space.items()]
+    p.raise_if_any()
+    paths = _paths(cfg.paths)
+    study_dir = paths.experiments / str(s.name)
+    storage = s.storage or f"sqlite:///{study_dir.resolve() / 'optuna.db'}"
+    return StudyConfig(
+        name=str(s.name), n_trials=int(s.n_trials), timeout_minutes=float(s.timeout_minutes),
+        memory_cap_gb=float(s.memory_cap_gb), storage=str(storage),
+        sampler=OmegaConf.to_container(s.sampler), pruner=OmegaConf.to_container(s.pruner),
+        search_space=tuple(x for x in specs if x is not None),
+        trial_overrides=tuple(f"{k}={v}" for k, v in (s.trial_overrides or {}).items()),
+        dir=study_dir,
+    )

@@ -23,3 +23,152 @@ def loss_curve_figure(history, title: str = ""):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+# ---------------------------------------------------------------- study outputs
+
+TRIAL_COLUMNS = ["number", "state", "value", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
+                 "trained_tokens", "seconds", "reason", "run_id"]
+
+
+def trial_state(trial) -> str:
+    """COMPLETE / PRUNED / INFEASIBLE / OVER_CAP / FAILED / RUNNING, as medlora names them."""
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return trial.user_attrs.get("state", trial.state.name)
+    return trial.state.name
+
+
+def trials_frame(study):
+    """One row per trial: params, state, value, predicted and measured peak memory, tokens, seconds."""
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": trial_state(t), "value": t.value}
+        row.update({k: t.user_attrs.get(k) for k in TRIAL_COLUMNS[3:]})
+        if row["seconds"] is None and t.datetime_start and t.datetime_complete:
+            row["seconds"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
+        row.update(t.params)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=TRIAL_COLUMNS)
+    return frame[[c for c in frame.columns if c not in t.params] + sorted(t.params)]
+
+
+def best_trial(study):
+    """The best COMPLETE trial within the memory cap, or None."""
+    feasible = [t for t in study.get_trials(deepcopy=False)
+                if trial_state(t) == "COMPLETE" and all(v <= 0 for v in t.constraints.values())]
+    return min(feasible, key=lambda t: t.value, default=None)
+
+
+def val_curves_figure(study):
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    colors = {"COMPLETE": "tab:blue", "PRUNED": "tab:gray", "OVER_CAP": "tab:red"}
+    for t in study.get_trials(deepcopy=False):
+        if t.intermediate_values:
+            steps = sorted(t.intermediate_values)
+            state = trial_state(t)
+            ax.plot(steps, [t.intermediate_values[s] for s in steps], "o-", ms=3,
+                    color=colors.get(state, "tab:purple"), alpha=0.8 if state == "COMPLETE" else 0.45,
+                    label=f"#{t.number} {state.lower()}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Validation loss of every trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def memory_figure(frame, cap_gb: float):
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    ran = frame[frame["measured_peak_gb"].notna()] if not frame.empty else frame
+    skipped = frame[frame["state"] == "INFEASIBLE"] if not frame.empty else frame
+    if len(ran):
+        ax.scatter(ran["predicted_peak_gb"], ran["measured_peak_gb"], label="trained", color="tab:blue")
+        for _, r in ran.iterrows():
+            ax.annotate(f"#{r['number']}", (r["predicted_peak_gb"], r["measured_peak_gb"]), fontsize=7)
+    if len(skipped):
+        ax.scatter(skipped["predicted_peak_gb"], [cap_gb] * len(skipped), marker="x", color="tab:red",
+                   label="predicted over cap (never trained)")
+    values = [v for v in [*frame.get("predicted_peak_gb", []), *frame.get("measured_peak_gb", []), cap_gb]
+              if v is not None and v == v]
+    hi = max(values) * 1.1 if values else cap_gb * 1.2
+    ax.plot([0, hi], [0, hi], ls=":", color="gray", label="measured = predicted")
+    ax.axhline(cap_gb, color="tab:red", ls="--", label=f"cap {cap_gb:g} GB")
+    ax.axvline(cap_gb, color="tab:red", ls="--", alpha=0.4)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("predicted peak (GB)")
+    ax.set_ylabel("measured MLX peak (GB)")
+    ax.set_title("Memory: predicted vs measured")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def optuna_figure(plot_fn, study):
+    """An ``optuna.visualization.matplotlib`` plot as a Figure (None when it has too few trials)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            ax = plot_fn(study)
+        except (ValueError, RuntimeError):
+            return None
+    fig = ax.figure
+    fig.set_size_inches(7, 4.5)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def best_yaml(study, trial) -> str:
+    """A file `medlora train --from FILE` reads: the overrides that reproduce ``trial``."""
+    import yaml
+
+    overrides = [o for o in trial.user_attrs.get("overrides", [])]
+    header = (f"# Best trial #{trial.number} of study {study.study_name}: best validation loss {trial.value:.4f}\n"
+              f"# Reproduce it with:  medlora train --from <this file>\n")
+    return header + yaml.safe_dump({"overrides": overrides, "trial": trial.number, "value": float(trial.value),
+                                    "params": dict(trial.params)}, sort_keys=False)
+
+
+def write_study_outputs(study, study_cfg, parent_run: bool = False) -> dict:
+    """trials.csv, best.yaml and figures/ under the study folder (and on the active MLflow run)."""
+    import optuna.visualization.matplotlib as ov
+
+    out = study_cfg.dir
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(study)
+    frame.to_csv(out / "trials.csv", index=False)
+    figures = {
+        "val_loss_curves.png": val_curves_figure(study),
+        "optimization_history.png": optuna_figure(ov.plot_optimization_history, study),
+        "param_importances.png": optuna_figure(ov.plot_param_importances, study),
+        "memory_predicted_vs_measured.png": memory_figure(frame, study_cfg.memory_cap_gb),
+    }
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(out / "figures" / name)
+    best = best_trial(study)
+    if best is not None:
+        (out / "best.yaml").write_text(best_yaml(study, best))
+    if parent_run:
+        import mlflow
+
+        mlflow.log_artifact(str(out / "trials.csv"))
+        mlflow.log_artifacts(str(out / "figures"), "figures")
+        if best is not None:
+            mlflow.log_artifact(str(out / "best.yaml"))
+            mlflow.log_metrics({"best_value": best.value, "best_trial": best.number})
+    return {"trials": frame, "best": best}

@@ -66,13 +66,25 @@ def tracked_run(
     *,
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    stop_exceptions: tuple[type[BaseException], ...] = (),
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run that always ends with a final status and, on error, the error text."""
+    """Start (or, with ``run_id``, resume) an MLflow run that always ends with a final status.
+
+    An exception in ``stop_exceptions`` (a pruned trial, a memory cap) ends the run
+    KILLED with the reason as the ``stopped`` tag; any other ends it FAILED with the
+    ``error`` tag. Either way the exception propagates.
+    """
     exp_id = experiment_id(paths, experiment_name)
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=dict(tags or {}))
+    run = mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=run_name, nested=nested,
+                           tags=dict(tags or {}))
     status = RunStatus.to_string(RunStatus.FINISHED)
     try:
         yield run
+    except stop_exceptions as stop:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        mlflow.set_tag("stopped", f"{type(stop).__name__}: {stop}"[:5000])
+        raise
     except KeyboardInterrupt:
         status = RunStatus.to_string(RunStatus.KILLED)
         mlflow.set_tag("error", "interrupted (Ctrl-C / SIGTERM)")

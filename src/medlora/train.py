@@ -35,6 +35,7 @@ from medlora.callbacks import BestAdapterKeeper, CallbackList, History, MetricsL
 from medlora.config import RunConfig
 from medlora.datasets import cached_encode
 from medlora.errors import UserError
+from medlora.memory import peak_rss_gb, reset_peaks
 from medlora.report import loss_curve_figure
 
 OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
@@ -49,6 +50,7 @@ class RunResult:
     best_iteration: int
     trained_tokens: int
     peak_memory_gb: float  # MLX peak memory during the run
+    peak_rss_gb: float  # process peak resident memory during the run (Linux; else the lifetime peak)
     tokens_per_second: float  # median over reports
     seconds: float
 
@@ -125,10 +127,12 @@ def train(
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
     extra_params: Mapping[str, object] | None = None,
+    stop_exceptions: tuple[type[BaseException], ...] = (),
 ) -> RunResult:
     """Run one LoRA fine-tuning job and record it in MLflow. Raises on failure (the run is marked FAILED)."""
     tic = time.perf_counter()
-    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=nested, tags=tags) as run:
+    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=nested, tags=tags,
+                              stop_exceptions=stop_exceptions) as run:
         tracking.log_config(cfg.raw, OmegaConf.to_yaml(OmegaConf.create(cfg.raw)))
         mlflow.log_params({"blas": blas_in_use(), **(extra_params or {})})
 
@@ -167,7 +171,7 @@ def train(
             )
             (Path(tmp) / "final").mkdir()
             optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=cfg.train.learning_rate)
-            mx.reset_peak_memory()
+            reset_peaks()
             mlx_train(
                 model, optimizer, train_set, valid_set, args=args,
                 iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size),
@@ -186,11 +190,12 @@ def train(
             best_iteration=best.best_iteration,
             trained_tokens=history.trained_tokens,
             peak_memory_gb=history.peak_memory_gb,
+            peak_rss_gb=peak_rss_gb(),
             tokens_per_second=_median(history.tokens_per_second),
             seconds=time.perf_counter() - tic,
         )
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_iteration": result.best_iteration,
-                            "run_seconds": result.seconds, "median_tokens_per_second": result.tokens_per_second,
+                            "run_seconds": result.seconds, "peak_rss_gb": result.peak_rss_gb, "median_tokens_per_second": result.tokens_per_second,
                             "eval_seconds_mean": _mean(history.eval_seconds)})
         return result
 

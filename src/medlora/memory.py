@@ -1,0 +1,168 @@
+"""Predict a training configuration's peak memory before it runs; measure it while it runs.
+
+The prediction is a linear model calibrated by short probes on the real model:
+
+    peak_gb = base_gb + tokens * (per_token_gb + per_token_layer_gb * lora_layers)
+
+``tokens = batch_size * max_seq_length`` (the worst-case padded batch), ``base_gb``
+is the weights plus fixed overhead, ``per_token_gb`` the activations every token
+costs (embeddings, the vocabulary-wide logits and their gradient), and
+``per_token_layer_gb`` what each LoRA-adapted block keeps for the backward pass
+(frozen blocks before the first adapter keep nothing). Evaluation is forward
+only: its peak is ``base_gb + eval_batch_size * max_seq_length * per_token_gb``.
+Three one-step probes fit the three coefficients; the fit is cached in the study
+folder and reused on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx_lm.tuner.callbacks import TrainingCallback
+from mlx_lm.tuner.trainer import default_loss
+from mlx_lm.tuner.utils import linear_to_lora_layers
+
+from medlora import models
+from medlora.config import RunConfig
+
+GB = 1e9
+SAFETY = 1.05  # predictions are inflated by 5%: better to skip a borderline config than to run it over the cap
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    base_gb: float
+    per_token_gb: float
+    per_token_layer_gb: float
+    key: str  # what the calibration is valid for (model, sequence length, LoRA shape)
+
+    def predict_gb(self, batch_size: int, max_seq_length: int, lora_layers: int, eval_batch_size: int) -> float:
+        train_tokens = batch_size * max_seq_length
+        eval_tokens = eval_batch_size * max_seq_length
+        activations = max(
+            train_tokens * (self.per_token_gb + self.per_token_layer_gb * lora_layers),
+            eval_tokens * self.per_token_gb,
+        )
+        return SAFETY * (self.base_gb + activations)
+
+
+def calibration_key(cfg: RunConfig) -> str:
+    lora = (cfg.lora.rank, cfg.lora.keys)
+    return f"{models.model_path(cfg.model, cfg.paths.models)}|{cfg.model.dtype}|{cfg.train.max_seq_length}|{lora}"
+
+
+def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int) -> float:
+    """Peak MLX memory of one compiled LoRA training step (as mlx-lm's trainer runs it) on a fresh model."""
+    model, _ = models.load_model(cfg.model, cfg.paths.models)
+    model.freeze()
+    lora = {"rank": cfg.lora.rank, "scale": cfg.lora.scale, "dropout": cfg.lora.dropout}
+    if cfg.lora.keys:
+        lora["keys"] = list(cfg.lora.keys)
+    linear_to_lora_layers(model, lora_layers, lora)
+    optimizer = optim.Adam(learning_rate=1e-5)
+    seq = cfg.train.max_seq_length
+    vocab = model.model.embed_tokens.weight.shape[0] if hasattr(model, "model") else 1000
+    batch = mx.random.randint(0, vocab, (batch_size, seq))
+    lengths = mx.array([[1, seq - 1]] * batch_size)
+    loss_and_grad = nn.value_and_grad(model, default_loss)
+    state = [model.state, optimizer.state]
+
+    def step(b, lens):
+        (loss, ntoks), grad = loss_and_grad(model, b, lens)
+        optimizer.update(model, grad)
+        return loss
+
+    step = mx.compile(step, inputs=state, outputs=state)
+    mx.eval(model.parameters())
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    mx.eval(step(batch, lengths), state)
+    peak = mx.get_peak_memory() / GB
+    del model, optimizer, state
+    mx.clear_cache()
+    return peak
+
+
+def calibrate(cfg: RunConfig, max_lora_layers: int) -> MemoryModel:
+    """Fit the three coefficients from three one-step probes (batch 1 and 2 with one LoRA block, batch 2 with many)."""
+    many = max(2, max_lora_layers)
+    p11 = measure_step_gb(cfg, 1, 1)
+    p21 = measure_step_gb(cfg, 2, 1)
+    p2m = measure_step_gb(cfg, 2, many)
+    tokens = cfg.train.max_seq_length
+    per_token_one_layer = max(p21 - p11, 0.0) / tokens  # a + b
+    per_token_layer = max(p2m - p21, 0.0) / (2 * tokens * (many - 1))  # b
+    per_token = max(per_token_one_layer - per_token_layer, 0.0)  # a
+    base = p11 - tokens * per_token_one_layer
+    return MemoryModel(base, per_token, per_token_layer, calibration_key(cfg))
+
+
+def load_or_calibrate(cfg: RunConfig, max_lora_layers: int, cache_file: Path) -> MemoryModel:
+    key = calibration_key(cfg)
+    if cache_file.exists():
+        cached = MemoryModel(**json.loads(cache_file.read_text()))
+        if cached.key == key:
+            return cached
+    fitted = calibrate(cfg, max_lora_layers)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(fitted), indent=2))
+    os.replace(tmp, cache_file)
+    return fitted
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def reset_peaks() -> None:
+    """Reset MLX's peak counter and (Linux) the process's peak RSS, so each trial measures its own."""
+    mx.reset_peak_memory()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_gb() -> float:
+    """The process's peak resident set since the last reset (Linux VmHWM), else the current RSS."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+
+
+class MemoryCapExceeded(Exception):
+    """Raised from inside training when the measured MLX peak crosses the cap."""
+
+    def __init__(self, peak_gb: float, cap_gb: float, iteration: int):
+        super().__init__(f"measured peak {peak_gb:.2f} GB crossed the memory cap {cap_gb:.2f} GB at iteration {iteration}")
+        self.peak_gb, self.cap_gb, self.iteration = peak_gb, cap_gb, iteration
+
+
+class MemoryGuard(TrainingCallback):
+    """Stop the run at the first report whose MLX peak memory is over the cap."""
+
+    def __init__(self, cap_gb: float):
+        self.cap_gb = cap_gb
+
+    def _check(self, iteration: int) -> None:
+        peak = mx.get_peak_memory() / GB
+        if peak > self.cap_gb:
+            raise MemoryCapExceeded(peak, self.cap_gb, iteration)
+
+    def on_train_loss_report(self, info: dict) -> None:
+        self._check(info["iteration"])
+
+    def on_val_loss_report(self, info: dict) -> None:
+        self._check(info["iteration"])

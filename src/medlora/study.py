@@ -1,0 +1,238 @@
+"""The Optuna study: sample a configuration, check it fits the memory cap, train it, report back.
+
+    for each trial:  sample params (conf/study) -> RunConfig -> predicted peak memory
+        over the cap?   never trained: constraint = predicted - cap, recorded, pruned
+        otherwise       train (nested MLflow run) with a pruning callback and a memory guard
+                        -> value = best validation loss, constraint = measured peak - cap
+
+Storage is any Optuna RDB URL (sqlite by default), with a heartbeat so that a
+trial whose process died is marked FAILED and retried. Running the same command
+again resumes the study until ``n_trials`` trials have finished.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+
+import mlflow
+import optuna
+from mlx_lm.tuner.callbacks import TrainingCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from medlora import memory, report, tracking
+from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
+from medlora.errors import UserError
+from medlora.train import train
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class PruningCallback(TrainingCallback):
+    """Report every validation loss to the trial; raise ``TrialPruned`` when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_val_loss_report(self, info: dict) -> None:
+        self.trial.report(info["val_loss"], step=info["iteration"])
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"val loss {info['val_loss']:.3f} at iteration {info['iteration']} "
+                                     "is worse than the median of earlier trials")
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    study_cfg: StudyConfig
+    base_overrides: tuple[str, ...]  # the user's command-line overrides (minus study.*)
+    memory_model: memory.MemoryModel
+
+
+def open_storage(url: str) -> RDBStorage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=20,  # seconds between "still alive" beats of a running trial
+                grace_period=60,  # a trial silent this long is marked FAILED ...
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),  # ... and retried
+            )
+    except Exception as err:  # SQLAlchemy's OperationalError, ArgumentError, missing driver, ...
+        raise UserError(f"cannot open the study storage {url!r}: {str(err).splitlines()[0]} "
+                        "(fix: check study.storage, the database server and its credentials)") from None
+
+
+def make_sampler(cfg: dict) -> optuna.samplers.BaseSampler:
+    if cfg["name"] == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.get("seed"))
+    return optuna.samplers.TPESampler(seed=cfg.get("seed"), n_startup_trials=cfg.get("n_startup_trials", 4))
+
+
+def make_pruner(cfg: dict) -> optuna.pruners.BasePruner:
+    if cfg["name"] == "none":
+        return optuna.pruners.NopPruner()
+    if cfg["name"] == "threshold":  # prune any trial whose val loss is above `upper`
+        return optuna.pruners.ThresholdPruner(upper=cfg["upper"], n_warmup_steps=cfg.get("n_warmup_steps", 1))
+    return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("n_startup_trials", 2),
+                                       n_warmup_steps=cfg.get("n_warmup_steps", 1))
+
+
+def load_study(study_cfg: StudyConfig) -> optuna.Study:
+    if study_cfg.storage.startswith("sqlite:///"):
+        study_cfg.dir.mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(
+        study_name=study_cfg.name,
+        storage=open_storage(study_cfg.storage),
+        sampler=make_sampler(study_cfg.sampler),
+        pruner=make_pruner(study_cfg.pruner),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: optuna.Trial, spec: ParamSpec):
+    if spec.type == "categorical":
+        return trial.suggest_categorical(spec.key, list(spec.choices))
+    if spec.type == "int":
+        return trial.suggest_int(spec.key, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(spec.key, float(spec.low), float(spec.high), step=spec.step, log=spec.log)
+
+
+def trial_overrides(ctx: StudyContext, params: dict) -> list[str]:
+    return [*ctx.base_overrides, *ctx.study_cfg.trial_overrides, *(f"{k}={v}" for k, v in params.items())]
+
+
+def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
+    return n_blocks if cfg.lora.num_layers == -1 else cfg.lora.num_layers
+
+
+def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
+    cap = ctx.study_cfg.memory_cap_gb
+    params = {spec.key: suggest(trial, spec) for spec in ctx.study_cfg.search_space}
+    overrides = trial_overrides(ctx, params)
+    trial.set_user_attr("overrides", overrides)
+    cfg = load_run_config(overrides + [f"run_name=trial-{trial.number:03d}",
+                                       f"experiment_name={ctx.study_cfg.name}"])
+    predicted = ctx.memory_model.predict_gb(cfg.train.batch_size, cfg.train.max_seq_length,
+                                            lora_layers(cfg, n_blocks), cfg.train.eval_batch_size)
+    trial.set_user_attr("predicted_peak_gb", round(predicted, 4))
+    tags = {"study": ctx.study_cfg.name, "trial_number": str(trial.number)}
+    summary = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in params.items())
+
+    if predicted > cap:
+        reason = f"predicted peak {predicted:.2f} GB > cap {cap:.2f} GB: not trained"
+        trial.set_constraint("memory_gb", predicted - cap)
+        trial.set_user_attr("state", "INFEASIBLE")
+        trial.set_user_attr("reason", reason)
+        with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=True,
+                                  tags={**tags, "trial_state": "INFEASIBLE", "stopped": reason}):
+            tracking.log_config(cfg.raw, "")
+            mlflow.log_metrics({"predicted_peak_gb": predicted, "memory_cap_gb": cap})
+        print(f"medlora: trial {trial.number} ({summary}) skipped: {reason}", file=sys.stderr)
+        raise optuna.TrialPruned(reason)
+
+    print(f"medlora: trial {trial.number} ({summary}), predicted peak {predicted:.2f} GB", file=sys.stderr)
+    try:
+        result = train(
+            cfg, nested=True, tags=tags,
+            extra_callbacks=[PruningCallback(trial), memory.MemoryGuard(cap)],
+            extra_params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)},
+            stop_exceptions=(optuna.TrialPruned, memory.MemoryCapExceeded),
+        )
+    except memory.MemoryCapExceeded as over:
+        trial.set_constraint("memory_gb", over.peak_gb - cap)
+        set_user_attrs(trial, {"state": "OVER_CAP", "reason": str(over), "measured_peak_gb": over.peak_gb})
+        raise optuna.TrialPruned(str(over)) from None
+    except optuna.TrialPruned as pruned:
+        peak = mlflow_peak()
+        trial.set_constraint("memory_gb", peak - cap)
+        set_user_attrs(trial, {"state": "PRUNED", "reason": str(pruned), "measured_peak_gb": peak})
+        raise
+    trial.set_constraint("memory_gb", result.peak_memory_gb - cap)
+    set_user_attrs(trial, {
+        "state": "COMPLETE", "run_id": result.run_id, "measured_peak_gb": result.peak_memory_gb,
+        "peak_rss_gb": result.peak_rss_gb, "trained_tokens": result.trained_tokens,
+        "seconds": round(result.seconds, 1), "best_iteration": result.best_iteration,
+    })
+    mlflow.log_metrics({"trial_value": result.best_val_loss}, run_id=result.run_id)
+    return result.best_val_loss
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def mlflow_peak() -> float:
+    import mlx.core as mx
+
+    return mx.get_peak_memory() / memory.GB
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[str]) -> optuna.Study:
+    """Create or resume the study and run trials until ``n_trials`` have finished (or the timeout)."""
+    study = load_study(study_cfg)
+    n_blocks = _count_blocks(run_cfg)
+    max_layers = _max_value(study_cfg, "lora.num_layers", run_cfg.lora.num_layers)
+    if max_layers > n_blocks:
+        raise UserError(f"the search space reaches lora.num_layers={max_layers} but model {run_cfg.model.name} "
+                        f"has {n_blocks} layers (fix: lower the search space's lora.num_layers high to {n_blocks})")
+    print(f"medlora: memory model for the cap ({study_cfg.dir / 'memory_model.json'}) ...", file=sys.stderr)
+    # Calibrate on what trials run: the user's overrides plus the study's trial overrides.
+    probe_cfg = load_run_config([*base_overrides, *study_cfg.trial_overrides])
+    mem = memory.load_or_calibrate(probe_cfg, n_blocks if max_layers == -1 else max_layers,
+                                   study_cfg.dir / "memory_model.json")
+    if mem.base_gb * memory.SAFETY > study_cfg.memory_cap_gb:
+        raise UserError(f"study.memory_cap_gb={study_cfg.memory_cap_gb} is smaller than the model itself "
+                        f"({mem.base_gb:.2f} GB before any activations) (fix: study.memory_cap_gb="
+                        f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
+    ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
+
+    tracking.experiment_id(run_cfg.paths, study_cfg.name)
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    with tracking.tracked_run(run_cfg.paths, study_cfg.name, f"study-{study_cfg.name}", run_id=parent_id,
+                              tags={"study": study_cfg.name, "role": "study"}) as parent:
+        if parent_id is None:
+            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
+                               "storage": study_cfg.storage, **{f"memory_model.{k}": v for k, v in
+                                                                 mem.__dict__.items()}})
+        remaining = study_cfg.n_trials - finished_count(study)
+        if remaining > 0:
+            print(f"medlora: study {study_cfg.name}: {finished_count(study)} trials finished, running up to "
+                  f"{remaining} more (cap {study_cfg.memory_cap_gb} GB)", file=sys.stderr)
+            study.optimize(
+                lambda trial: objective(trial, ctx, n_blocks),
+                timeout=study_cfg.timeout_minutes * 60,
+                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=FINISHED)],
+                catch=(),
+                gc_after_trial=True,
+            )
+        report.write_study_outputs(study, study_cfg, parent_run=True)
+    return study
+
+
+def _count_blocks(cfg: RunConfig) -> int:
+    import json
+    from pathlib import Path
+
+    from medlora import models
+
+    config = json.loads((Path(models.model_path(cfg.model, cfg.paths.models)) / "config.json").read_text())
+    return int(config["num_hidden_layers"])
+
+
+def _max_value(study_cfg: StudyConfig, key: str, default: int) -> int:
+    for spec in study_cfg.search_space:
+        if spec.key == key:
+            return int(max(spec.choices) if spec.type == "categorical" else spec.high)
+    return default
