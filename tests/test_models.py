@@ -146,11 +146,15 @@ def smollm2_dir(tmp_path_factory) -> str:
     return models.model_path(SMOLLM2, Path(root) if root else tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smollm2(smollm2_dir):
+    """Module scope: the 0.5 GB model is freed before other modules measure memory."""
     from mlx_lm.utils import load
 
-    return load(smollm2_dir)
+    yield load(smollm2_dir)
+    import gc
+
+    gc.collect()
 
 
 @pytest.mark.slow

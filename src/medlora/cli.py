@@ -91,7 +91,11 @@ def overrides_from_file(path: str) -> list[str]:
 def cmd_prepare(cfg) -> None:
     from medlora import data
 
+    import json
+
     split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
+    counts = json.loads((split_dir / "manifest.json").read_text())["counts"]
+    print(f"medlora: {counts}", file=sys.stderr)
     print(split_dir)
 
 

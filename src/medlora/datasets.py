@@ -90,6 +90,7 @@ def cached_encode(
                 lengths=np.array([len(t) for t in data.tokens], dtype=np.int64),
                 offsets=np.array(data.prompt_lengths, dtype=np.int64),
             )
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
