@@ -178,7 +178,7 @@ def test_a_trial_over_the_cap_while_training_is_stopped(tmp_path, model_cache, s
     # Make the predictor believe everything fits, so that only the guard can stop the trial.
     monkeypatch.setattr(memory.MemoryModel, "predict_gb", lambda self, *a: 0.0)
     monkeypatch.setattr(study.memory, "load_or_calibrate",
-                        lambda *a, **k: memory.MemoryModel(0.0, 0.0, 0.0, "test"))
+                        lambda *a, **k: memory.MemoryModel(0.0, 0.0, 0.0, 0.0, "test"))
     result, study_cfg = run_sweep(overrides)
     (trial,) = result.get_trials()
     assert trial_state(trial) == "OVER_CAP"

@@ -184,8 +184,15 @@ HANDLERS_WITH_ARGS = {"sweep": cmd_sweep, "report": cmd_report, "promote": cmd_p
                       "ui": cmd_ui}
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # runs end KILLED and the study can resume, exactly as with Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     load_fast_blas()  # must precede any import of mlx
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from medlora.config import compose, to_run_config
     from medlora.errors import UserError
 
@@ -207,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medlora: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("medlora: interrupted", file=sys.stderr)
+        again = " ".join(["medlora", args.command, *args.overrides])
+        hint = f"resume with: {again}" if args.command == "sweep" else f"rerun with: {again}"
+        print(f"medlora: interrupted; the current run is marked KILLED ({hint})", file=sys.stderr)
         return 130
     return 0
 

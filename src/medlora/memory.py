@@ -9,9 +9,10 @@ is the weights plus fixed overhead, ``per_token_gb`` the activations every token
 costs (embeddings, the vocabulary-wide logits and their gradient), and
 ``per_token_layer_gb`` what each LoRA-adapted block keeps for the backward pass
 (frozen blocks before the first adapter keep nothing). Evaluation is forward
-only: its peak is ``base_gb + eval_batch_size * max_seq_length * per_token_gb``.
-Three one-step probes fit the three coefficients; the fit is cached in the study
-folder and reused on resume.
+only, with its own batch size: its peak ``eval_gb`` is measured directly. The
+prediction is the larger of the two. Three one-step training probes fit the
+three coefficients and one forward probe gives ``eval_gb``; the fit is cached in
+the study folder and reused on resume.
 """
 
 from __future__ import annotations
@@ -40,25 +41,24 @@ class MemoryModel:
     base_gb: float
     per_token_gb: float
     per_token_layer_gb: float
-    key: str  # what the calibration is valid for (model, sequence length, LoRA shape)
+    eval_gb: float  # peak of one evaluation batch (forward only, eval_batch_size x max_seq_length)
+    key: str  # what the calibration is valid for (model, sequence length, LoRA shape, eval batch)
 
-    def predict_gb(self, batch_size: int, max_seq_length: int, lora_layers: int, eval_batch_size: int) -> float:
-        train_tokens = batch_size * max_seq_length
-        eval_tokens = eval_batch_size * max_seq_length
-        activations = max(
-            train_tokens * (self.per_token_gb + self.per_token_layer_gb * lora_layers),
-            eval_tokens * self.per_token_gb,
-        )
-        return SAFETY * (self.base_gb + activations)
+    def predict_gb(self, batch_size: int, max_seq_length: int, lora_layers: int) -> float:
+        tokens = batch_size * max_seq_length
+        train_gb = self.base_gb + tokens * (self.per_token_gb + self.per_token_layer_gb * lora_layers)
+        return SAFETY * max(train_gb, self.eval_gb)
 
 
 def calibration_key(cfg: RunConfig) -> str:
     lora = (cfg.lora.rank, cfg.lora.keys)
-    return f"{models.model_path(cfg.model, cfg.paths.models)}|{cfg.model.dtype}|{cfg.train.max_seq_length}|{lora}"
+    return (f"{models.model_path(cfg.model, cfg.paths.models)}|{cfg.model.dtype}|{cfg.train.max_seq_length}|"
+            f"{lora}|eval{cfg.train.eval_batch_size}")
 
 
-def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int) -> float:
-    """Peak MLX memory of one compiled LoRA training step (as mlx-lm's trainer runs it) on a fresh model."""
+def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bool = True) -> float:
+    """Peak MLX memory of one compiled LoRA training step (as mlx-lm's trainer runs it) on a fresh model,
+    or with ``train=False`` of one forward-only evaluation batch."""
     model, _ = models.load_model(cfg.model, cfg.paths.models)
     model.freeze()
     lora = {"rank": cfg.lora.rank, "scale": cfg.lora.scale, "dropout": cfg.lora.dropout}
@@ -78,7 +78,10 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int) -> float:
         optimizer.update(model, grad)
         return loss
 
-    step = mx.compile(step, inputs=state, outputs=state)
+    def forward(b, lens):
+        return default_loss(model, b, lens)[0]
+
+    step = mx.compile(step, inputs=state, outputs=state) if train else forward
     mx.eval(model.parameters())
     mx.clear_cache()
     mx.reset_peak_memory()
@@ -90,8 +93,10 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int) -> float:
 
 
 def calibrate(cfg: RunConfig, max_lora_layers: int) -> MemoryModel:
-    """Fit the three coefficients from three one-step probes (batch 1 and 2 with one LoRA block, batch 2 with many)."""
+    """Fit the coefficients from three one-step probes (batch 1 and 2 with one LoRA block, batch 2 with many)
+    and measure one evaluation batch."""
     many = max(2, max_lora_layers)
+    eval_gb = measure_step_gb(cfg, cfg.train.eval_batch_size, 1, train=False)
     p11 = measure_step_gb(cfg, 1, 1)
     p21 = measure_step_gb(cfg, 2, 1)
     p2m = measure_step_gb(cfg, 2, many)
@@ -100,14 +105,17 @@ def calibrate(cfg: RunConfig, max_lora_layers: int) -> MemoryModel:
     per_token_layer = max(p2m - p21, 0.0) / (2 * tokens * (many - 1))  # b
     per_token = max(per_token_one_layer - per_token_layer, 0.0)  # a
     base = p11 - tokens * per_token_one_layer
-    return MemoryModel(base, per_token, per_token_layer, calibration_key(cfg))
+    return MemoryModel(base, per_token, per_token_layer, eval_gb, calibration_key(cfg))
 
 
 def load_or_calibrate(cfg: RunConfig, max_lora_layers: int, cache_file: Path) -> MemoryModel:
     key = calibration_key(cfg)
     if cache_file.exists():
-        cached = MemoryModel(**json.loads(cache_file.read_text()))
-        if cached.key == key:
+        try:
+            cached = MemoryModel(**json.loads(cache_file.read_text()))
+        except (TypeError, ValueError):  # an older or damaged file: calibrate again
+            cached = None
+        if cached is not None and cached.key == key:
             return cached
     fitted = calibrate(cfg, max_lora_layers)
     cache_file.parent.mkdir(parents=True, exist_ok=True)

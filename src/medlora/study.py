@@ -118,7 +118,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     cfg = load_run_config(overrides + [f"run_name=trial-{trial.number:03d}",
                                        f"experiment_name={ctx.study_cfg.name}"])
     predicted = ctx.memory_model.predict_gb(cfg.train.batch_size, cfg.train.max_seq_length,
-                                            lora_layers(cfg, n_blocks), cfg.train.eval_batch_size)
+                                            lora_layers(cfg, n_blocks))
     trial.set_user_attr("predicted_peak_gb", round(predicted, 4))
     tags = {"study": ctx.study_cfg.name, "trial_number": str(trial.number)}
     summary = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -149,7 +149,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
         set_user_attrs(trial, {"state": "OVER_CAP", "reason": str(over), "measured_peak_gb": over.peak_gb})
         raise optuna.TrialPruned(str(over)) from None
     except optuna.TrialPruned as pruned:
-        peak = mlflow_peak()
+        peak = mlx_peak_gb()
         trial.set_constraint("memory_gb", peak - cap)
         set_user_attrs(trial, {"state": "PRUNED", "reason": str(pruned), "measured_peak_gb": peak})
         raise
@@ -168,7 +168,7 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
         trial.set_user_attr(key, value)
 
 
-def mlflow_peak() -> float:
+def mlx_peak_gb() -> float:
     import mlx.core as mx
 
     return mx.get_peak_memory() / memory.GB
