@@ -14,6 +14,7 @@ from medlora import memory, study, tracking
 from medlora.cli import main
 from medlora.config import compose, load_run_config, to_study_config
 from medlora.report import best_trial, trial_state
+from medlora.safety import DISCLAIMER, MESSAGES
 
 STUDY = ["study=tiny"]
 
@@ -136,6 +137,8 @@ def test_promote_moves_champion_keeps_previous_and_rolls_back_and_ask_answers(sw
     assert main(["ask", "What is glaucoma?", *overrides]) == 0
     out = capsys.readouterr().out
     assert "champion adapter v1" in out
+    assert DISCLAIMER in out
+    assert "Sources (related NIH pages):" in out and "https://" in out
 
 
 def test_interrupted_study_resumes_with_continued_numbering(tmp_path, model_cache, small_csv):
@@ -211,3 +214,11 @@ def test_pruning_callback_raises_when_the_pruner_says_so():
     with pytest.raises(optuna.TrialPruned):
         callback.on_val_loss_report({"iteration": 4, "val_loss": 2.0})
     assert trial.reports == [(0, 3.0), (4, 2.0)]
+
+
+def test_ask_answers_a_red_flag_with_triage_and_loads_no_model(monkeypatch, capsys, tmp_path):
+    from medlora import answer
+
+    monkeypatch.setattr(answer, "load_with_champion", lambda *a: pytest.fail("a model was loaded"))
+    assert main(["ask", "I want to kill myself", f"paths.mlruns={tmp_path}"]) == 0
+    assert capsys.readouterr().out.strip() == MESSAGES["self_harm"]

@@ -51,3 +51,15 @@ def load_with_champion(run_cfg):
         mx.eval(model.parameters())  # read the weights before the folder goes away
     model.eval()
     return model, tokenizer, version
+
+
+def retrieve(run_cfg, question: str, k: int) -> list:
+    """The ``k`` training records most related to ``question`` (BM25), for citations and RAG context."""
+    if k <= 0:
+        return []
+    from medlora import data
+    from medlora.retrieval import BM25
+
+    split_dir = data.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
+    return BM25(data.load_split(split_dir, "train")).search(question, k)
+

@@ -161,13 +161,25 @@ def cmd_promote(cfg, composed, args) -> None:
 
 
 def cmd_ask(cfg, composed, args) -> None:
-    from medlora.answer import load_with_champion, stream_answer
+    from medlora import answer, retrieval, safety
 
-    model, tokenizer, version = load_with_champion(cfg)
-    for piece in stream_answer(model, tokenizer, args.question, max_tokens=cfg.probes.max_tokens * 4,
-                               system_prompt=cfg.data.system_prompt):
+    red_flag = safety.triage(args.question)
+    if red_flag is not None:  # never a generated answer
+        print(red_flag.message)
+        return
+    hits = answer.retrieve(cfg, args.question, max(cfg.ask.sources, 2 if cfg.ask.rag else 0))
+    model, tokenizer, version = answer.load_with_champion(cfg)
+    prompt = retrieval.context_prompt(args.question, hits[:2]) if cfg.ask.rag else args.question
+    for piece in answer.stream_answer(model, tokenizer, prompt, max_tokens=cfg.ask.max_tokens,
+                                      system_prompt=cfg.data.system_prompt):
         print(piece, end="", flush=True)
-    print(f"\n\n[{cfg.model.name} + champion adapter v{version.version}]")
+    print(f"\n\n{safety.DISCLAIMER}")
+    cited = retrieval.sources(hits[: cfg.ask.sources])
+    if cited:
+        print("Sources (related NIH pages):")
+        for url in cited:
+            print(f"  - {url}")
+    print(f"[{cfg.model.name} + champion adapter v{version.version}{', retrieval-augmented' if cfg.ask.rag else ''}]")
 
 
 def cmd_ui(cfg, composed, args) -> None:

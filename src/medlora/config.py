@@ -97,6 +97,13 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class AskConfig:
+    max_tokens: int
+    sources: int  # cited NIH pages under an answer
+    rag: bool  # retrieved answers given to the model as context
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs."""
 
@@ -106,6 +113,7 @@ class RunConfig:
     lora: LoraConfig
     train: TrainConfig
     probes: ProbeConfig
+    ask: AskConfig
     experiment_name: str
     run_name: str | None
     raw: dict = field(repr=False, compare=False)  # the resolved tree, for logging only
@@ -232,6 +240,9 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             "evaluation would run (fix: lower train.steps_per_eval or raise train.iters)")
     questions = tuple(str(q) for q in pr.questions)
     _positive_int(p, pr.max_tokens, "probes.max_tokens")
+    _positive_int(p, cfg.ask.max_tokens, "ask.max_tokens")
+    p.check(isinstance(cfg.ask.sources, int) and cfg.ask.sources >= 0,
+            f"ask.sources={cfg.ask.sources!r} must be 0 or more (fix: ask.sources=3)")
     p.raise_if_any()
     del rank, batch_size
 
@@ -258,6 +269,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
         ),
         probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),
+        ask=AskConfig(max_tokens=int(cfg.ask.max_tokens), sources=int(cfg.ask.sources), rag=bool(cfg.ask.rag)),
         experiment_name=str(cfg.experiment_name),
         run_name=cfg.get("run_name"),
         raw=OmegaConf.to_container(cfg, resolve=True),
