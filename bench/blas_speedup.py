@@ -23,7 +23,7 @@ blas = load_fast_blas()
 import mlx.core as mx, mlx.optimizers as optim
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.trainer import TrainingArgs, train
-from medlora import models
+from medlora import data, models
 from medlora.config import load_run_config
 from medlora.train import add_lora, batch_iterator, load_datasets
 
@@ -33,7 +33,8 @@ model, tokenizer = models.load_model(cfg.model, cfg.paths.models)
 mx.random.seed(0)
 add_lora(model, cfg)
 ref = models.model_path(cfg.model, cfg.paths.models)
-train_set, _, _ = load_datasets(cfg, tokenizer, model_key=ref.rstrip("/").split("/")[-1])
+split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
+train_set, _ = load_datasets(cfg, split_dir, tokenizer, model_key=ref.rstrip("/").split("/")[-1])
 reports = []
 class Keep(TrainingCallback):
     def on_train_loss_report(self, info): reports.append(info)

@@ -28,12 +28,14 @@ def test_prediction_matches_a_measured_step(tiny_cfg, batch_size, lora_layers):
 def test_calibration_is_cached_and_keyed(tiny_cfg, tmp_path, monkeypatch):
     cache = tmp_path / "memory_model.json"
     first = memory.load_or_calibrate(tiny_cfg, 2, cache)
+    assert not cache.exists()  # nothing is written until the caller accepts the calibration
+    memory.save(first, cache)
     monkeypatch.setattr(memory, "calibrate", lambda *a: pytest.fail("recalibrated a cached configuration"))
     assert memory.load_or_calibrate(tiny_cfg, 2, cache) == first
-    stale = json.loads(cache.read_text()) | {"key": "another model"}
-    cache.write_text(json.dumps(stale))
-    monkeypatch.setattr(memory, "calibrate", lambda *a: first)
-    assert memory.load_or_calibrate(tiny_cfg, 2, cache) == first
+    cache.write_text(json.dumps(json.loads(cache.read_text()) | {"key": "another model"}))
+    assert memory.cached(tiny_cfg, cache) is None
+    cache.write_text("{not json")
+    assert memory.cached(tiny_cfg, cache) is None
 
 
 def test_guard_raises_once_the_peak_crosses_the_cap():

@@ -13,6 +13,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import load
 
 from medlora import models, tracking
+from medlora.errors import UserError
 from medlora.config import load_run_config
 from medlora.train import train
 
@@ -83,13 +84,26 @@ def test_training_lowers_validation_loss(finished_run):
     assert result.final_val_loss < result.first_val_loss
 
 
-def test_failed_run_is_marked_failed_with_the_error(tiny_overrides):
-    cfg = load_run_config(tiny_overrides + ["lora.num_layers=50"])
-    with pytest.raises(Exception, match="lora.num_layers=50"):
+def test_failed_run_is_marked_failed_with_the_error(tiny_overrides, monkeypatch):
+    import medlora.train as train_module
+
+    def broken_trainer(*args, **kwargs):
+        raise RuntimeError("disk full while training")
+
+    monkeypatch.setattr(train_module, "mlx_train", broken_trainer)
+    cfg = load_run_config(tiny_overrides)
+    with pytest.raises(RuntimeError, match="disk full"):
         train(cfg)
     tracking.connect(cfg.paths)
     client = MlflowClient()
     exp = client.get_experiment_by_name(cfg.experiment_name)
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
-    assert "lora.num_layers=50" in run.data.tags["error"]
+    assert "disk full while training" in run.data.tags["error"]
+
+
+def test_bad_input_fails_before_any_run_is_recorded(tiny_overrides):
+    cfg = load_run_config(tiny_overrides + ["lora.num_layers=50"])
+    with pytest.raises(UserError, match="lora.num_layers=50"):
+        train(cfg)
+    assert not cfg.paths.mlruns.exists()

@@ -128,20 +128,12 @@ def cmd_sweep(cfg, composed, args) -> None:
 
 
 def cmd_report(cfg, composed, args) -> None:
-    import optuna
-
     from medlora.config import to_study_config
-    from medlora.errors import UserError
     from medlora.report import write_study_outputs
-    from medlora.study import open_storage
+    from medlora.study import existing_study
 
     study_cfg = to_study_config(composed)
-    try:
-        study = optuna.load_study(study_name=study_cfg.name, storage=open_storage(study_cfg.storage))
-    except KeyError:
-        raise UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
-                        f"(fix: check study.name, or run `medlora sweep study.name={study_cfg.name}`)") from None
-    out = write_study_outputs(study, study_cfg)
+    out = write_study_outputs(existing_study(study_cfg), study_cfg)
     print(f"medlora: {len(out['trials'])} trials -> {study_cfg.dir}/ (trials.csv, best.yaml, figures/)")
 
 

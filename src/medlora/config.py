@@ -328,7 +328,7 @@ def to_study_config(cfg: DictConfig) -> StudyConfig:
             f"study.pruner.name={s.pruner.name!r} is unknown (fix: median, threshold or none)")
     p.check(s.pruner.name != "threshold" or isinstance(s.pruner.get("upper"), (int, float)),
             "study.pruner.name=threshold needs a number study.pruner.upper (fix: +study.pruner.upper=3.0)")
-    space = _leaf_specs(OmegaConf.to_container(s.search_space or {}))
+    space = _leaf_specs(OmegaConf.to_container(s.search_space) if s.search_space else {})
     p.check(len(space) > 0, "study.search_space is empty: nothing to search "
                             "(fix: declare at least one key, see conf/study/default.yaml)")
     specs = [_param_spec(p, k, v, cfg) for k, v in space.items()]

@@ -40,6 +40,9 @@ _FIX_CSV = "fix: save it as a comma-separated UTF-8 CSV whose header row names t
 # ---------------------------------------------------------------- reading
 
 
+MAX_FIELD_CHARS = 200_000  # a question or answer longer than this is a broken file, not a long answer
+
+
 def _read_bytes(csv_path: Path) -> bytes:
     if not csv_path.exists():
         raise UserError(f"data file not found: {csv_path} (fix: pass data.csv=path/to/file.csv)")
@@ -81,7 +84,17 @@ def _parse(raw: bytes, csv_path: Path) -> pd.DataFrame:
         if needed not in names:
             found = ", ".join(str(c) for c in table.columns)
             raise UserError(f"data file {csv_path} has no '{needed}' column (found: {found}) ({_FIX_CSV})")
-    return pd.DataFrame({name: table[col] for name, col in names.items()}).fillna("")
+    table = pd.DataFrame({name: table[col] for name, col in names.items()}).fillna("")
+    for name in ("question", "answer"):
+        longest = table[name].str.len()
+        if len(table) and longest.max() > MAX_FIELD_CHARS:
+            row = int(longest.idxmax()) + 1  # 1-based data row
+            raise UserError(
+                f"data file {csv_path} row {row}: the {name} is {int(longest.max()):,} characters, over the "
+                f"{MAX_FIELD_CHARS:,} limit (often an unclosed quote swallowing the rest of the file) "
+                "(fix: close the quote or split the text; MedQuAD's longest answer is 29,046 characters)"
+            )
+    return table
 
 
 # ---------------------------------------------------------------- cleaning

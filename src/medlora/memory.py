@@ -108,21 +108,27 @@ def calibrate(cfg: RunConfig, max_lora_layers: int) -> MemoryModel:
     return MemoryModel(base, per_token, per_token_layer, eval_gb, calibration_key(cfg))
 
 
-def load_or_calibrate(cfg: RunConfig, max_lora_layers: int, cache_file: Path) -> MemoryModel:
-    key = calibration_key(cfg)
-    if cache_file.exists():
-        try:
-            cached = MemoryModel(**json.loads(cache_file.read_text()))
-        except (TypeError, ValueError):  # an older or damaged file: calibrate again
-            cached = None
-        if cached is not None and cached.key == key:
-            return cached
-    fitted = calibrate(cfg, max_lora_layers)
+def cached(cfg: RunConfig, cache_file: Path) -> MemoryModel | None:
+    """The calibration saved in ``cache_file`` if it was made for this configuration."""
+    if not cache_file.exists():
+        return None
+    try:
+        model = MemoryModel(**json.loads(cache_file.read_text()))
+    except (TypeError, ValueError):  # an older or damaged file: calibrate again
+        return None
+    return model if model.key == calibration_key(cfg) else None
+
+
+def save(model: MemoryModel, cache_file: Path) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(fitted), indent=2))
+    tmp.write_text(json.dumps(asdict(model), indent=2))
     os.replace(tmp, cache_file)
-    return fitted
+
+
+def load_or_calibrate(cfg: RunConfig, max_lora_layers: int, cache_file: Path) -> MemoryModel:
+    """The cached calibration, else a new one (not saved: call :func:`save` once it is accepted)."""
+    return cached(cfg, cache_file) or calibrate(cfg, max_lora_layers)
 
 
 # ---------------------------------------------------------------- measuring

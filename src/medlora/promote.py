@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -53,13 +52,9 @@ def check_adapter(artifact_uri: str) -> None:
 
 def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
     """Register the best feasible complete trial's best adapter; move ``champion``; keep ``previous``."""
-    from medlora.study import open_storage
+    from medlora.study import existing_study
 
-    try:
-        study = optuna.load_study(study_name=study_cfg.name, storage=open_storage(study_cfg.storage))
-    except KeyError:
-        raise UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
-                        f"(fix: run `medlora sweep study.name={study_cfg.name}` first)") from None
+    study = existing_study(study_cfg)
     best = report.best_trial(study)
     if best is None:
         raise UserError(f"study {study_cfg.name!r} has no complete trial within the memory cap "
@@ -91,6 +86,7 @@ def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
 
 def rollback(run_cfg: RunConfig):
     """Swap ``champion`` and ``previous``: the previous champion answers again."""
+    tracking.require_store(run_cfg.paths, "(fix: `medlora sweep` then `medlora promote`, twice, before a rollback)")
     tracking.connect(run_cfg.paths)
     client = MlflowClient()
     name = registered_name(run_cfg)
@@ -105,6 +101,7 @@ def rollback(run_cfg: RunConfig):
 
 def champion_adapter(run_cfg: RunConfig, dst: Path) -> tuple[Path, object]:
     """Download the champion adapter of ``run_cfg.model`` into ``dst``; return (folder, model version)."""
+    tracking.require_store(run_cfg.paths, "(fix: `medlora sweep` then `medlora promote`)")
     tracking.connect(run_cfg.paths)
     client = MlflowClient()
     name = registered_name(run_cfg)

@@ -16,6 +16,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -23,7 +24,7 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from medlora import memory, report, tracking
+from medlora import data, memory, report, tracking
 from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
 from medlora.errors import UserError
 from medlora.train import train
@@ -79,6 +80,18 @@ def make_pruner(cfg: dict) -> optuna.pruners.BasePruner:
         return optuna.pruners.ThresholdPruner(upper=cfg["upper"], n_warmup_steps=cfg.get("n_warmup_steps", 1))
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("n_startup_trials", 2),
                                        n_warmup_steps=cfg.get("n_warmup_steps", 1))
+
+
+def existing_study(study_cfg: StudyConfig) -> optuna.Study:
+    """An existing study, read-only use (report, promote); never creates storage or a study."""
+    missing = UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
+                        f"(fix: check study.name, or run `medlora sweep study.name={study_cfg.name}` first)")
+    if study_cfg.storage.startswith("sqlite:///") and not Path(study_cfg.storage[len("sqlite:///"):]).exists():
+        raise missing
+    try:
+        return optuna.load_study(study_name=study_cfg.name, storage=open_storage(study_cfg.storage))
+    except KeyError:
+        raise missing from None
 
 
 def load_study(study_cfg: StudyConfig) -> optuna.Study:
@@ -179,22 +192,28 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[str]) -> optuna.Study:
-    """Create or resume the study and run trials until ``n_trials`` have finished (or the timeout)."""
-    study = load_study(study_cfg)
+    """Create or resume the study and run trials until ``n_trials`` have finished (or the timeout).
+
+    Everything a user can get wrong (data, model, search space, a cap below the model) is checked
+    before the study, its storage or its MLflow run is created.
+    """
+    data.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
     n_blocks = _count_blocks(run_cfg)
     max_layers = _max_value(study_cfg, "lora.num_layers", run_cfg.lora.num_layers)
     if max_layers > n_blocks:
         raise UserError(f"the search space reaches lora.num_layers={max_layers} but model {run_cfg.model.name} "
                         f"has {n_blocks} layers (fix: lower the search space's lora.num_layers high to {n_blocks})")
-    print(f"medlora: memory model for the cap ({study_cfg.dir / 'memory_model.json'}) ...", file=sys.stderr)
     # Calibrate on what trials run: the user's overrides plus the study's trial overrides.
     probe_cfg = load_run_config([*base_overrides, *study_cfg.trial_overrides])
-    mem = memory.load_or_calibrate(probe_cfg, n_blocks if max_layers == -1 else max_layers,
-                                   study_cfg.dir / "memory_model.json")
+    cache_file = study_cfg.dir / "memory_model.json"
+    print(f"medlora: memory model for the cap ({cache_file}) ...", file=sys.stderr)
+    mem = memory.load_or_calibrate(probe_cfg, n_blocks if max_layers == -1 else max_layers, cache_file)
     if mem.base_gb * memory.SAFETY > study_cfg.memory_cap_gb:
         raise UserError(f"study.memory_cap_gb={study_cfg.memory_cap_gb} is smaller than the model itself "
                         f"({mem.base_gb:.2f} GB before any activations) (fix: study.memory_cap_gb="
                         f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
+    study = load_study(study_cfg)
+    memory.save(mem, cache_file)
     ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
 
     tracking.experiment_id(run_cfg.paths, study_cfg.name)

@@ -33,6 +33,14 @@ def connect(paths: Paths) -> None:
     mlflow.set_registry_uri(paths.tracking_uri)
 
 
+def require_store(paths: Paths, fix: str) -> None:
+    """Raise a UserError (creating nothing) when the MLflow store does not exist yet."""
+    from medlora.errors import UserError
+
+    if not (paths.mlruns / "mlflow.db").exists():
+        raise UserError(f"no MLflow store at {paths.mlruns / 'mlflow.db'}: no champion yet {fix}")
+
+
 def experiment_id(paths: Paths, name: str) -> str:
     """The id of experiment ``name``, created with its artifacts under ``<paths.mlruns>/artifacts``."""
     connect(paths)

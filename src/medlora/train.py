@@ -72,9 +72,8 @@ def adapter_config(cfg: RunConfig, num_layers: int) -> dict:
     }
 
 
-def load_datasets(cfg: RunConfig, tokenizer, model_key: str):
+def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     """Train set (the whole train split) and the fixed validation subset, tokenized once and cached."""
-    split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
     valid_rows = data.load_split(split_dir, "valid")
     random.Random(cfg.data.seed).shuffle(valid_rows)
     encode = partial(cached_encode, tokenizer=tokenizer, cache_dir=split_dir / "tokenized",
@@ -86,7 +85,7 @@ def load_datasets(cfg: RunConfig, tokenizer, model_key: str):
             f"train split has {len(train_set)} usable examples, fewer than train.batch_size={cfg.train.batch_size} "
             "(fix: lower train.batch_size or use a bigger data.csv)"
         )
-    return train_set, valid_set, split_dir
+    return train_set, valid_set
 
 
 def batch_iterator(train_seed: int, eval_batch_size: int):
@@ -129,18 +128,21 @@ def train(
     extra_params: Mapping[str, object] | None = None,
     stop_exceptions: tuple[type[BaseException], ...] = (),
 ) -> RunResult:
-    """Run one LoRA fine-tuning job and record it in MLflow. Raises on failure (the run is marked FAILED)."""
+    """Run one LoRA fine-tuning job and record it in MLflow. Raises on failure (the run is marked FAILED).
+
+    Bad input (data, model, LoRA shape) fails before the MLflow run is opened: nothing is recorded.
+    """
     tic = time.perf_counter()
+    split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
+    model_ref = models.model_path(cfg.model, cfg.paths.models)
+    mx.random.seed(cfg.train.seed)
+    model, tokenizer = models.load_model(cfg.model, cfg.paths.models)
+    num_layers = add_lora(model, cfg)
     with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=nested, tags=tags,
                               stop_exceptions=stop_exceptions) as run:
         tracking.log_config(cfg.raw, OmegaConf.to_yaml(OmegaConf.create(cfg.raw)))
         mlflow.log_params({"blas": blas_in_use(), **(extra_params or {})})
-
-        mx.random.seed(cfg.train.seed)
-        model_ref = models.model_path(cfg.model, cfg.paths.models)
-        model, tokenizer = models.load_model(cfg.model, cfg.paths.models)
-        num_layers = add_lora(model, cfg)
-        train_set, valid_set, split_dir = load_datasets(cfg, tokenizer, model_key=Path(model_ref).name)
+        train_set, valid_set = load_datasets(cfg, split_dir, tokenizer, model_key=Path(model_ref).name)
         n_trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         mlflow.log_params({"split_dir": split_dir.name, "trainable_parameters": n_trainable,
                            "train_examples": len(train_set), "val_examples_used": len(valid_set)})
