@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.callbacks import TrainingCallback
 
 from medlora.answer import generate_answer
+from medlora.faults import kill_point
 
 
 @dataclass
@@ -72,6 +73,7 @@ class MetricsLogger(TrainingCallback):
             },
             step=info["iteration"],
         )
+        kill_point("train")
 
     def on_val_loss_report(self, info: dict) -> None:
         if not math.isfinite(info["val_loss"]):
@@ -82,6 +84,7 @@ class MetricsLogger(TrainingCallback):
         self.history.val.append((info["iteration"], info["val_loss"]))
         self.history.eval_seconds.append(info["val_time"])
         mlflow.log_metrics({"val_loss": info["val_loss"], "val_seconds": info["val_time"]}, step=info["iteration"])
+        kill_point("evaluate")
 
 
 class BestAdapterKeeper(TrainingCallback):

@@ -88,7 +88,7 @@ def overrides_from_file(path: str) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def cmd_prepare(cfg) -> None:
+def cmd_prepare(cfg, composed, args) -> None:
     from medlora import data
 
     import json
@@ -99,7 +99,7 @@ def cmd_prepare(cfg) -> None:
     print(split_dir)
 
 
-def cmd_train(cfg) -> None:
+def cmd_train(cfg, composed, args) -> None:
     from medlora.train import train
 
     result = train(cfg)
@@ -183,9 +183,8 @@ def cmd_ui(cfg, composed, args) -> None:
                     "--registry-store-uri", uri, "--port", str(args.port)], check=False)
 
 
-HANDLERS = {"prepare": cmd_prepare, "train": cmd_train}
-HANDLERS_WITH_ARGS = {"sweep": cmd_sweep, "report": cmd_report, "promote": cmd_promote, "ask": cmd_ask,
-                      "ui": cmd_ui}
+HANDLERS = {"prepare": cmd_prepare, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
+            "promote": cmd_promote, "ask": cmd_ask, "ui": cmd_ui}
 
 
 def _stop_on_sigterm(signum, frame):
@@ -210,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(OmegaConf.to_yaml(composed))
             return 0
-        if args.command in HANDLERS:
-            HANDLERS[args.command](to_run_config(composed))
-        else:
-            HANDLERS_WITH_ARGS[args.command](to_run_config(composed), composed, args)
+        HANDLERS[args.command](to_run_config(composed), composed, args)
     except UserError as err:
         print(f"medlora: error: {err}", file=sys.stderr)
         return err.exit_code

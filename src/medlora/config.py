@@ -138,7 +138,9 @@ class StudyConfig:
     n_trials: int
     timeout_minutes: float
     memory_cap_gb: float
-    storage: str  # SQLAlchemy URL of the Optuna storage (resolved: never null)
+    storage: str  # SQLAlchemy URL or journal:<file> of the Optuna storage (resolved: never null)
+    heartbeat_seconds: int  # RDB storages: a running trial's heartbeat interval
+    grace_seconds: int  # RDB storages: a trial silent this long is failed and retried
     sampler: dict
     pruner: dict
     search_space: tuple[ParamSpec, ...]
@@ -319,6 +321,10 @@ def to_study_config(cfg: DictConfig) -> StudyConfig:
     p = _Problems()
     s = cfg.study
     _positive_int(p, s.n_trials, "study.n_trials")
+    _positive_int(p, s.heartbeat_seconds, "study.heartbeat_seconds")
+    p.check(isinstance(s.grace_seconds, int) and s.grace_seconds > s.heartbeat_seconds,
+            f"study.grace_seconds={s.grace_seconds!r} must exceed study.heartbeat_seconds={s.heartbeat_seconds!r} "
+            "(fix: study.grace_seconds=3x the heartbeat)")
     p.check(isinstance(s.timeout_minutes, (int, float)) and s.timeout_minutes > 0,
             f"study.timeout_minutes={s.timeout_minutes!r} must be positive (fix: study.timeout_minutes=45)")
     p.check(isinstance(s.memory_cap_gb, (int, float)) and s.memory_cap_gb > 0,
@@ -339,6 +345,7 @@ def to_study_config(cfg: DictConfig) -> StudyConfig:
     return StudyConfig(
         name=str(s.name), n_trials=int(s.n_trials), timeout_minutes=float(s.timeout_minutes),
         memory_cap_gb=float(s.memory_cap_gb), storage=str(storage),
+        heartbeat_seconds=int(s.heartbeat_seconds), grace_seconds=int(s.grace_seconds),
         sampler=OmegaConf.to_container(s.sampler), pruner=OmegaConf.to_container(s.pruner),
         search_space=tuple(x for x in specs if x is not None),
         trial_overrides=tuple(f"{k}={v}" for k, v in (s.trial_overrides or {}).items()),

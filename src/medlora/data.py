@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import pandas as pd
 
 from medlora.config import DataConfig
 from medlora.errors import UserError
+from medlora.faults import kill_point
 
 FORMAT_VERSION = 1  # bump when the output of the same input changes
 SPLITS = ("train", "valid", "test")
@@ -178,6 +180,12 @@ def _records(table: pd.DataFrame, system_prompt: str | None) -> list[str]:
 def _write_atomically(final: Path, files: dict[str, str]) -> None:
     """Write ``files`` into a temporary folder beside ``final`` and rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(".tmp-*"):  # left by a killed prepare
+        try:
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # removed meanwhile by another process
     if final.exists():  # a folder without a manifest is not ours to keep: rebuild it
         shutil.rmtree(final)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
@@ -186,6 +194,7 @@ def _write_atomically(final: Path, files: dict[str, str]) -> None:
         for name, text in files.items():  # manifest.json last: it marks the folder complete
             with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
+        kill_point("prepare")
         try:
             os.rename(tmp, final)
         except OSError:

