@@ -26,10 +26,15 @@ class Paths:
     experiments: Path  # per-study outputs (optuna db, trials.csv, figures)
     processed: Path  # prepared splits, one folder per split id
     models: Path  # converted model cache (outside git)
+    mlflow_server: str | None = None  # an `mlflow server` URL shared by workers; None = the local store
+
+    @property
+    def local_store(self) -> bool:
+        return self.mlflow_server is None
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlruns.resolve() / 'mlflow.db'}"
+        return self.mlflow_server or f"sqlite:///{self.mlruns.resolve() / 'mlflow.db'}"
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,8 @@ def _positive_int(p: _Problems, value: Any, key: str) -> int:
 
 
 def _paths(c: DictConfig) -> Paths:
-    return Paths(**{k: Path(str(c[k])).expanduser() for k in ("mlruns", "experiments", "processed", "models")})
+    folders = {k: Path(str(c[k])).expanduser() for k in ("mlruns", "experiments", "processed", "models")}
+    return Paths(**folders, mlflow_server=c.get("mlflow_server"))
 
 
 def _model(c: DictConfig) -> ModelConfig:

@@ -30,6 +30,9 @@ from medlora.errors import UserError
 from medlora.train import train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A worker stops when finished trials plus those other workers are running reach n_trials, so several
+# workers (or a resumed one) share one total instead of each running n_trials of their own.
+COUNTED = (*FINISHED, TrialState.RUNNING)
 
 
 class PruningCallback(TrainingCallback):
@@ -215,8 +218,8 @@ def mlx_peak_gb() -> float:
     return mx.get_peak_memory() / memory.GB
 
 
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def finished_count(study: optuna.Study, states=FINISHED) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
 def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[str]) -> optuna.Study:
@@ -257,14 +260,14 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
             mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
                                "storage": study_cfg.storage, **{f"memory_model.{k}": v for k, v in
                                                                  mem.__dict__.items()}})
-        remaining = study_cfg.n_trials - finished_count(study)
+        remaining = study_cfg.n_trials - finished_count(study, COUNTED)
         if remaining > 0:
             print(f"medlora: study {study_cfg.name}: {finished_count(study)} trials finished, running up to "
                   f"{remaining} more (cap {study_cfg.memory_cap_gb} GB)", file=sys.stderr)
             study.optimize(
                 lambda trial: objective(trial, ctx, n_blocks),
                 timeout=study_cfg.timeout_minutes * 60,
-                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=FINISHED)],
+                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED)],
                 catch=(),
                 gc_after_trial=True,
             )

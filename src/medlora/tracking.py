@@ -1,7 +1,8 @@
 """MLflow setup and run bookkeeping.
 
 The store is ``sqlite:///<paths.mlruns>/mlflow.db`` (MLflow >= 3.13 refuses a
-plain ``./mlruns`` file store) with artifacts under ``<paths.mlruns>/artifacts/``.
+plain ``./mlruns`` file store) with artifacts under ``<paths.mlruns>/artifacts/``,
+or, for workers on several machines, the ``mlflow server`` at ``paths.mlflow_server``.
 Runs are always closed: FINISHED on success, FAILED (with an ``error`` tag) when
 anything raises, KILLED on Ctrl-C.
 """
@@ -28,7 +29,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 def connect(paths: Paths) -> None:
     """Point MLflow (tracking and registry) at the project's store, creating it if needed."""
-    paths.mlruns.mkdir(parents=True, exist_ok=True)
+    if paths.local_store:
+        paths.mlruns.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(paths.tracking_uri)
     mlflow.set_registry_uri(paths.tracking_uri)
 
@@ -37,7 +39,7 @@ def require_store(paths: Paths, fix: str) -> None:
     """Raise a UserError (creating nothing) when the MLflow store does not exist yet."""
     from medlora.errors import UserError
 
-    if not (paths.mlruns / "mlflow.db").exists():
+    if paths.local_store and not (paths.mlruns / "mlflow.db").exists():
         raise UserError(f"no MLflow store at {paths.mlruns / 'mlflow.db'}: no champion yet {fix}")
 
 
@@ -47,7 +49,8 @@ def experiment_id(paths: Paths, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (paths.mlruns.resolve() / "artifacts" / name).as_uri()
+    # a local store keeps artifacts under mlruns/; a server decides for itself (--artifacts-destination)
+    location = (paths.mlruns.resolve() / "artifacts" / name).as_uri() if paths.local_store else None
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
