@@ -134,7 +134,11 @@ def test_promote_moves_champion_keeps_previous_and_rolls_back_and_ask_answers(sw
     assert len(client.search_model_versions(f"name='{name}'")) == 2  # nothing deleted
 
     capsys.readouterr()
-    assert main(["ask", "What is glaucoma?", *overrides]) == 0
+    from medlora import data
+
+    train_rows = data.load_split(data.prepare_from_config(cfg.data, cfg.paths.processed), "train")
+    question = train_rows[0]["messages"][-2]["content"]  # a disease the retrieval index knows
+    assert main(["ask", question, *overrides]) == 0
     out = capsys.readouterr().out
     assert "champion adapter v1" in out
     assert DISCLAIMER in out
@@ -222,3 +226,14 @@ def test_ask_answers_a_red_flag_with_triage_and_loads_no_model(monkeypatch, caps
     monkeypatch.setattr(answer, "load_with_champion", lambda *a: pytest.fail("a model was loaded"))
     assert main(["ask", "I want to kill myself", f"paths.mlruns={tmp_path}"]) == 0
     assert capsys.readouterr().out.strip() == MESSAGES["self_harm"]
+
+
+def test_baseline_params_come_from_the_run_config_moved_into_the_space():
+    overrides = ["train.batch_size=4", "train.iters=100", "train.learning_rate=2e-4", "lora.num_layers=7"]
+    composed = compose(overrides)
+    params = study.baseline_params(to_study_config(composed), load_run_config(overrides))
+    space = {s.key: s for s in to_study_config(composed).search_space}
+    assert params["train.batch_size"] == 4
+    assert params["train.learning_rate"] == pytest.approx(2e-4)
+    assert params["train.iters"] == space["train.iters"].high  # 100 is outside the space: clipped
+    assert params["lora.num_layers"] in (6, 8)  # snapped to the step-2 grid

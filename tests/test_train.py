@@ -66,7 +66,7 @@ def test_run_records_everything(finished_run, tmp_path):
 def test_best_adapter_is_the_lowest_val_loss_and_loads(finished_run, tmp_path):
     cfg, result, client = finished_run
     val = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}
-    assert result.best_val_loss == min(val.values())
+    assert result.best_val_loss == min(v for step, v in val.items() if step > 0)  # step 0 is the base model
     assert val[result.best_iteration] == result.best_val_loss
     assert result.first_val_loss == val[0]
 

@@ -88,7 +88,11 @@ class MetricsLogger(TrainingCallback):
 
 
 class BestAdapterKeeper(TrainingCallback):
-    """Save the adapter weights whenever validation loss reaches a new minimum."""
+    """Save the adapter weights whenever validation loss reaches a new minimum.
+
+    Iteration 0 (before any step) is the base model itself: it is a reference, not a candidate, so a
+    run that only gets worse reports its least bad trained adapter rather than the base model's loss.
+    """
 
     def __init__(self, model, out_dir: Path, adapter_config: dict):
         self.model = model
@@ -98,7 +102,7 @@ class BestAdapterKeeper(TrainingCallback):
         self.best_iteration: int | None = None
 
     def on_val_loss_report(self, info: dict) -> None:
-        if info["val_loss"] < self.best_loss:
+        if info["iteration"] > 0 and info["val_loss"] < self.best_loss:
             self.best_loss = info["val_loss"]
             self.best_iteration = info["iteration"]
             save_adapter(self.model, self.out_dir, {**self.adapter_config, "iteration": info["iteration"],

@@ -150,6 +150,7 @@ class StudyConfig:
     pruner: dict
     search_space: tuple[ParamSpec, ...]
     trial_overrides: tuple[str, ...]  # "key=value" applied to every trial
+    enqueue_baseline: bool  # trial 0 = the run config's own values (clipped into the search space)
     dir: Path  # <paths.experiments>/<name>: optuna.db, trials.csv, best.yaml, figures/
 
 
@@ -354,6 +355,7 @@ def to_study_config(cfg: DictConfig) -> StudyConfig:
         heartbeat_seconds=int(s.heartbeat_seconds), grace_seconds=int(s.grace_seconds),
         sampler=OmegaConf.to_container(s.sampler), pruner=OmegaConf.to_container(s.pruner),
         search_space=tuple(x for x in specs if x is not None),
+        enqueue_baseline=bool(s.get("enqueue_baseline", True)),
         trial_overrides=tuple(f"{k}={v}" for k, v in (s.trial_overrides or {}).items()),
         dir=study_dir,
     )

@@ -27,7 +27,7 @@ def loss_curve_figure(history, title: str = ""):
 
 # ---------------------------------------------------------------- study outputs
 
-TRIAL_COLUMNS = ["number", "state", "value", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
+TRIAL_COLUMNS = ["number", "state", "value", "baseline", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
                  "trained_tokens", "seconds", "reason", "run_id"]
 
 
@@ -44,18 +44,17 @@ def trials_frame(study):
     """One row per trial: params, state, value, predicted and measured peak memory, tokens, seconds."""
     import pandas as pd
 
-    rows = []
+    rows, param_names = [], set()
     for t in study.get_trials(deepcopy=False):
-        row = {"number": t.number, "state": trial_state(t), "value": t.value}
-        row.update({k: t.user_attrs.get(k) for k in TRIAL_COLUMNS[3:]})
+        row = {"number": t.number, "state": trial_state(t), "value": t.value,
+               "baseline": bool(t.user_attrs.get("baseline", False))}
+        row.update({k: t.user_attrs.get(k) for k in TRIAL_COLUMNS[4:]})
         if row["seconds"] is None and t.datetime_start and t.datetime_complete:
             row["seconds"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
         row.update(t.params)
+        param_names.update(t.params)
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame(columns=TRIAL_COLUMNS)
-    return frame[[c for c in frame.columns if c not in t.params] + sorted(t.params)]
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS + sorted(param_names))
 
 
 def best_trial(study):
@@ -67,17 +66,21 @@ def best_trial(study):
 
 def val_curves_figure(study):
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    colors = {"COMPLETE": "tab:blue", "PRUNED": "tab:gray", "OVER_CAP": "tab:red"}
+    palette = plt.get_cmap("tab10")
     for t in study.get_trials(deepcopy=False):
         if t.intermediate_values:
             steps = sorted(t.intermediate_values)
             state = trial_state(t)
-            ax.plot(steps, [t.intermediate_values[s] for s in steps], "o-", ms=3,
-                    color=colors.get(state, "tab:purple"), alpha=0.8 if state == "COMPLETE" else 0.45,
-                    label=f"#{t.number} {state.lower()}")
+            style = {"COMPLETE": dict(ls="-", alpha=0.9), "PRUNED": dict(ls=":", alpha=0.6),
+                     "OVER_CAP": dict(ls="--", alpha=0.6, color="tab:red")}.get(state, dict(ls="-.", alpha=0.5))
+            ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o", ms=3,
+                    **{"color": palette(t.number % 10), **style}, label=f"#{t.number} {state.lower()}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("validation loss")
-    ax.set_title("Validation loss of every trial")
+    values = [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
+    if values:  # a diverged trial must not flatten everyone else's curve
+        ax.set_ylim(min(values) * 0.97, min(max(values), sorted(values)[len(values) // 2] * 1.6))
+    ax.set_title("Validation loss of every trial (iteration 0 = the base model)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -109,10 +109,14 @@ def existing_study(study_cfg: StudyConfig) -> optuna.Study:
 
 
 def load_study(study_cfg: StudyConfig) -> optuna.Study:
-    study_cfg.dir.mkdir(parents=True, exist_ok=True)  # outputs, and the default sqlite storage
+    """Create or resume the study (creating its folder only once the storage has opened)."""
+    if str(study_cfg.dir.resolve()) in study_cfg.storage:  # the default: a storage file inside the study folder
+        study_cfg.dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(study_cfg.storage, study_cfg.heartbeat_seconds, study_cfg.grace_seconds)
+    study_cfg.dir.mkdir(parents=True, exist_ok=True)
     return optuna.create_study(
         study_name=study_cfg.name,
-        storage=open_storage(study_cfg.storage, study_cfg.heartbeat_seconds, study_cfg.grace_seconds),
+        storage=storage,
         sampler=make_sampler(study_cfg.sampler),
         pruner=make_pruner(study_cfg.pruner),
         direction="minimize",
@@ -222,6 +226,23 @@ def finished_count(study: optuna.Study, states=FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def baseline_params(study_cfg: StudyConfig, run_cfg: RunConfig) -> dict:
+    """The run config's own values for the searched keys, moved into the search space where they fall outside."""
+    params = {}
+    for spec in study_cfg.search_space:
+        section, _, name = spec.key.partition(".")
+        value = run_cfg.raw.get(section, {}).get(name)
+        if spec.type == "categorical":
+            if value in spec.choices:
+                params[spec.key] = value
+            continue
+        value = min(max(value, spec.low), spec.high)
+        if spec.step:
+            value = spec.low + round((value - spec.low) / spec.step) * spec.step
+        params[spec.key] = int(value) if spec.type == "int" else float(value)
+    return params
+
+
 def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[str]) -> optuna.Study:
     """Create or resume the study and run trials until ``n_trials`` have finished (or the timeout).
 
@@ -245,6 +266,9 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
                         f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
     study = load_study(study_cfg)
     memory.save(mem, cache_file)
+    if study_cfg.enqueue_baseline and not study.get_trials(deepcopy=False):
+        # trial 0 is the run config as it stands, so the study shows what searching gained over it
+        study.enqueue_trial(baseline_params(study_cfg, run_cfg), user_attrs={"baseline": True})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials whose process died: FAILED now, retried below
