@@ -237,3 +237,48 @@ def test_baseline_params_come_from_the_run_config_moved_into_the_space():
     assert params["train.learning_rate"] == pytest.approx(2e-4)
     assert params["train.iters"] == space["train.iters"].high  # 100 is outside the space: clipped
     assert params["lora.num_layers"] in (6, 8)  # snapped to the step-2 grid
+
+
+def test_two_promotes_at_once_leave_one_champion_and_the_previous(swept):
+    import subprocess
+    import sys
+
+    _, _, overrides, _ = swept
+    cfg = load_run_config(overrides)
+    tracking.connect(cfg.paths)
+    client = MlflowClient()
+    name = "medlora-tiny_random"
+    before = len(client.search_model_versions(f"name='{name}'"))
+    workers = [subprocess.Popen([sys.executable, "-m", "medlora.cli", "promote", *overrides],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-2000:]
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    assert versions == list(range(1, before + 3))  # both registered, nothing deleted
+    champion = int(client.get_model_version_by_alias(name, "champion").version)
+    previous = int(client.get_model_version_by_alias(name, "previous").version)
+    assert {champion, previous} == {before + 1, before + 2}  # the later promote names the earlier 'previous'
+
+
+def test_a_corrupt_adapter_is_refused_before_the_alias_moves(swept, capsys):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    result, _, overrides, _ = swept
+    cfg = load_run_config(overrides)
+    tracking.connect(cfg.paths)
+    client = MlflowClient()
+    name = "medlora-tiny_random"
+    champion_before = client.get_model_version_by_alias(name, "champion").version
+    run = client.get_run(best_trial(result).user_attrs["run_id"])
+    weights = Path(urlparse(run.info.artifact_uri).path) / "adapters" / "best" / "adapters.safetensors"
+    good = weights.read_bytes()
+    try:
+        weights.write_bytes(good[:40])  # truncated
+        capsys.readouterr()
+        assert main(["promote", *overrides]) == 2
+        assert "missing or corrupt" in capsys.readouterr().err
+        assert client.get_model_version_by_alias(name, "champion").version == champion_before
+    finally:
+        weights.write_bytes(good)

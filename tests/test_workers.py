@@ -47,19 +47,26 @@ def test_two_workers_share_one_study(backend, tmp_path, model_cache, small_csv):
     overrides = isolated_overrides(tmp_path, model_cache, small_csv) + [
         "study=tiny", f"study.name={name}", f"study.storage={url}", f"study.n_trials={N_TRIALS}",
         "study.search_space.train.batch_size.choices=[1,2]", "study.pruner.name=none"]
-    # the data split and the memory calibration are made once, before the workers race
-    first = subprocess.Popen([sys.executable, "-m", "medlora.cli", "sweep", *overrides],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     study_cfg = to_study_config(compose(overrides))
-    deadline = time.monotonic() + 120
-    while not (study_cfg.dir / "memory_model.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)
-    second = subprocess.Popen([sys.executable, "-m", "medlora.cli", "sweep", *overrides],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for worker in (first, second):
-        _, err = worker.communicate(timeout=900)
-        assert worker.returncode == 0, err[-3000:]
+    workers = []
+    try:
+        # the data split and the memory calibration are made once, before the workers race
+        workers.append(subprocess.Popen([sys.executable, "-m", "medlora.cli", "sweep", *overrides],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 120
+        while not (study_cfg.dir / "memory_model.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        workers.append(subprocess.Popen([sys.executable, "-m", "medlora.cli", "sweep", *overrides],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for worker in workers:
+            _, err = worker.communicate(timeout=900)
+            assert worker.returncode == 0, err[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
 
     trials = existing_study(study_cfg).get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))

@@ -118,7 +118,6 @@ class ProbeSampler(TrainingCallback):
         self.questions, self.max_tokens = questions, max_tokens
         self.system_prompt = system_prompt
         self.artifact_file = artifact_file
-        self.seconds = 0.0
 
     def on_val_loss_report(self, info: dict) -> None:
         if not self.questions:
@@ -130,7 +129,7 @@ class ProbeSampler(TrainingCallback):
             for q in self.questions
         ]
         self.model.train()
-        self.seconds += time.perf_counter() - tic
+        mlflow.log_metric("probe_seconds", time.perf_counter() - tic, step=info["iteration"])
         mlflow.log_table(
             {"iteration": [info["iteration"]] * len(answers), "question": list(self.questions), "answer": answers},
             artifact_file=self.artifact_file,

@@ -66,6 +66,11 @@ def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
     check_adapter(source)
 
     name = registered_name(run_cfg)
+    with tracking.registry_lock(run_cfg.paths):
+        return _register_and_move_aliases(client, name, source, run, best, study_cfg, run_cfg)
+
+
+def _register_and_move_aliases(client: MlflowClient, name: str, source: str, run, best, study_cfg, run_cfg):
     try:
         client.create_registered_model(name, description=f"LoRA adapters for {run_cfg.model.name}, by medlora")
     except MlflowException:
@@ -90,12 +95,13 @@ def rollback(run_cfg: RunConfig):
     tracking.connect(run_cfg.paths)
     client = MlflowClient()
     name = registered_name(run_cfg)
-    champion, previous = _alias_version(client, name, CHAMPION), _alias_version(client, name, PREVIOUS)
-    if previous is None:
-        raise UserError(f"{name} has no 'previous' version to roll back to (fix: promote at least twice first)")
-    client.set_registered_model_alias(name, CHAMPION, previous.version)
-    if champion is not None:
-        client.set_registered_model_alias(name, PREVIOUS, champion.version)
+    with tracking.registry_lock(run_cfg.paths):
+        champion, previous = _alias_version(client, name, CHAMPION), _alias_version(client, name, PREVIOUS)
+        if previous is None:
+            raise UserError(f"{name} has no 'previous' version to roll back to (fix: promote at least twice first)")
+        client.set_registered_model_alias(name, CHAMPION, previous.version)
+        if champion is not None:
+            client.set_registered_model_alias(name, PREVIOUS, champion.version)
     return previous, champion
 
 

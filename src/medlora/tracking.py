@@ -43,6 +43,28 @@ def require_store(paths: Paths, fix: str) -> None:
         raise UserError(f"no MLflow store at {paths.mlruns / 'mlflow.db'}: no champion yet {fix}")
 
 
+@contextmanager
+def registry_lock(paths: Paths) -> Iterator[None]:
+    """Serialise registry updates (promote, rollback) between processes on this machine.
+
+    Moving two aliases is two writes; without the lock two promotes at once could both read
+    the same champion and both name it 'previous'. A shared `mlflow server` has no such lock:
+    promote from one machine.
+    """
+    if not paths.local_store:
+        yield
+        return
+    import fcntl
+
+    paths.mlruns.mkdir(parents=True, exist_ok=True)
+    with open(paths.mlruns / ".registry.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def experiment_id(paths: Paths, name: str) -> str:
     """The id of experiment ``name``, created with its artifacts under ``<paths.mlruns>/artifacts``."""
     connect(paths)
