@@ -235,6 +235,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
     batch_size = _positive_int(p, t.batch_size, "train.batch_size")
     iters = _positive_int(p, t.iters, "train.iters")
+    p.check(iters >= 2, f"train.iters={iters} leaves no evaluation after training starts (fix: train.iters=2 or more)")
     _positive_int(p, t.max_seq_length, "train.max_seq_length")
     _positive_int(p, t.steps_per_report, "train.steps_per_report")
     steps_per_eval = _positive_int(p, t.steps_per_eval, "train.steps_per_eval")

@@ -198,9 +198,11 @@ def train(
             tokens_per_second=_median(history.tokens_per_second),
             seconds=time.perf_counter() - tic,
         )
-        mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_iteration": result.best_iteration,
-                            "run_seconds": result.seconds, "peak_rss_gb": result.peak_rss_gb, "median_tokens_per_second": result.tokens_per_second,
-                            "eval_seconds_mean": _mean(history.eval_seconds)})
+        mlflow.log_metrics({
+            "best_val_loss": result.best_val_loss, "best_iteration": result.best_iteration,
+            "run_seconds": result.seconds, "peak_rss_gb": result.peak_rss_gb,
+            "median_tokens_per_second": result.tokens_per_second, "eval_seconds_mean": _mean(history.eval_seconds),
+        })
         return result
 
 
