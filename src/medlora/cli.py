@@ -16,7 +16,7 @@ EPILOG = """\
 overrides are Hydra's key=value syntax, over the config groups in conf/:
   model=smollm2_135m|tiny_random|gemma_2b_quantized   lora.rank=16  lora.num_layers=8
   train.batch_size=4  train.iters=200  train.learning_rate=2e-4  train.max_seq_length=256
-  data.csv=my_pairs.csv  paths.mlruns=/tmp/mlruns  experiment=seed_baseline|quick
+  data.csv=my_pairs.csv  paths.mlruns=other/mlruns  experiment=seed_baseline|quick
 
 examples:
   medlora prepare                          # clean + split data/medquad.csv.gz
