@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Install (Debian's package) and start a PostgreSQL server on loopback for the worker tests;
 # print the SQLAlchemy URL of a database the tests may use (the only line on stdout). Needs root.
+#
+# The server is a daemon that outlives this script: it must not inherit our stdout or stderr,
+# or a caller reading them (`URL=$(.ci/start-postgres.sh)`, a CI log pipe) waits forever.
 set -euo pipefail
-exec 3>&1 1>&2  # everything but the URL goes to stderr
+log=$(mktemp -t medlora-postgres.XXXXXX)
+quiet() { "$@" </dev/null >>"$log" 2>&1 || { echo "start-postgres: '$*' failed:" >&2; cat "$log" >&2; exit 1; }; }
+
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  quiet apt-get update -qq
+  quiet env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 fi
 version=$(ls /usr/lib/postgresql | sort -n | tail -1)
-pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
-pg_ctlcluster "$version" main start || true   # "already running" is fine
+pg_lsclusters -h | grep -q "^$version main" || quiet pg_createcluster "$version" main
+pg_ctlcluster "$version" main start </dev/null >>"$log" 2>&1 || true   # "already running" is fine
 for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
-as_pg() { su postgres -c "$1"; }
+pg_isready -q -h 127.0.0.1 || { echo "start-postgres: server did not come up:" >&2; cat "$log" >&2; exit 1; }
+as_pg() { su postgres -c "$1" </dev/null 2>>"$log"; }
 as_pg "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='medlora'\"" | grep -q 1 \
-  || as_pg "psql -qc \"CREATE ROLE medlora LOGIN PASSWORD 'medlora'\""
+  || quiet su postgres -c "psql -qc \"CREATE ROLE medlora LOGIN PASSWORD 'medlora'\""
 as_pg "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='medlora_test'\"" | grep -q 1 \
-  || as_pg "createdb -O medlora medlora_test"
-echo "postgresql+psycopg2://medlora:medlora@127.0.0.1:5432/medlora_test" >&3
+  || quiet su postgres -c "createdb -O medlora medlora_test"
+rm -f "$log"
+echo "postgresql+psycopg2://medlora:medlora@127.0.0.1:5432/medlora_test"
