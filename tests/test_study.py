@@ -127,6 +127,12 @@ def test_promote_moves_champion_keeps_previous_and_rolls_back_and_ask_answers(sw
     previous = client.get_model_version_by_alias(name, "previous")
     assert (int(champion.version), int(previous.version)) == (2, 1)
     assert champion.tags["base_model"] == "tiny_random" and "best_val_loss" in champion.tags
+    card = champion.description  # the model card
+    for part in ("# medlora-tiny_random, version 2", "## Training data", "CC BY 4.0", "## How it was chosen",
+                 f"trial #{champion.tags['trial']}", "## Evaluation", "Not evaluated yet", "## Intended use",
+                 "## Limits"):
+        assert part in card, part
+    assert client.download_artifacts(champion.run_id, "model_card.md")
 
     assert main(["promote", "--rollback", *overrides]) == 0
     assert int(client.get_model_version_by_alias(name, "champion").version) == 1
@@ -143,6 +149,12 @@ def test_promote_moves_champion_keeps_previous_and_rolls_back_and_ask_answers(sw
     assert "champion adapter v1" in out
     assert DISCLAIMER in out
     assert "Sources (related NIH pages):" in out and "https://" in out
+
+    # evaluating the champion writes its table into the champion's model card
+    assert main(["evaluate", *overrides, "evaluate.questions=3", "evaluate.rows=[adapter,retrieval]",
+                 "generation.max_tokens=4"]) == 0
+    card = client.get_model_version(name, "1").description
+    assert "| adapter (champion v1) |" in card and "| retrieval |" in card and "Not evaluated yet" not in card
 
 
 def test_interrupted_study_resumes_with_continued_numbering(tmp_path, model_cache, small_csv):

@@ -1,7 +1,8 @@
 """Answer a question with a model (base, or base + LoRA adapter).
 
 Prompts are built with the model's own chat template (never one family's
-hard-coded tokens). Decoding is greedy and stops at the end of the turn.
+hard-coded tokens). Decoding follows a :class:`~medlora.config.GenerationConfig`
+(greedy when none is given) and stops at the model's end-of-turn token.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 
 import mlx.core as mx
 from mlx_lm.generate import stream_generate
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from medlora.config import GenerationConfig
 
 
 def chat_prompt(tokenizer, question: str, system_prompt: str | None = None) -> list[int]:
@@ -19,37 +23,59 @@ def chat_prompt(tokenizer, question: str, system_prompt: str | None = None) -> l
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
 
 
+def decoding(settings: GenerationConfig | None) -> dict:
+    """``stream_generate`` keyword arguments for ``settings`` (None: greedy, no penalty)."""
+    if settings is None:
+        return {}
+    return {
+        "sampler": make_sampler(temp=settings.temperature, top_p=settings.top_p),
+        "logits_processors": make_logits_processors(repetition_penalty=settings.repetition_penalty,
+                                                    repetition_context_size=settings.repetition_context),
+    }
+
+
 def stream_answer(
-    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None
+    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None,
+    settings: GenerationConfig | None = None,
 ) -> Iterator[str]:
-    """Yield the answer's text piece by piece (greedy decoding)."""
+    """Yield the answer's text piece by piece."""
     prompt = chat_prompt(tokenizer, question, system_prompt)
-    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens):
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, **decoding(settings)):
         yield response.text
 
 
 def generate_answer(
-    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None
+    model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None,
+    settings: GenerationConfig | None = None,
 ) -> str:
     """The whole answer as one string, whitespace-trimmed."""
-    return "".join(stream_answer(model, tokenizer, question, max_tokens=max_tokens, system_prompt=system_prompt)).strip()
+    pieces = stream_answer(model, tokenizer, question, max_tokens=max_tokens, system_prompt=system_prompt,
+                           settings=settings)
+    return "".join(pieces).strip()
+
+
+def load_with_adapter(run_cfg, adapter_dir):
+    """Base model + the LoRA adapter in ``adapter_dir``, weights read into memory; returns (model, tokenizer)."""
+    from mlx_lm.tuner.utils import load_adapters
+
+    from medlora import models
+
+    model, tokenizer = models.load_model(run_cfg.model, run_cfg.paths.models)
+    load_adapters(model, str(adapter_dir))
+    mx.eval(model.parameters())  # read the weights before a temporary folder goes away
+    model.eval()
+    return model, tokenizer
 
 
 def load_with_champion(run_cfg):
     """Base model + the registry's ``champion`` adapter for ``run_cfg.model``; returns (model, tokenizer, version)."""
     import tempfile
 
-    from mlx_lm.tuner.utils import load_adapters
-
-    from medlora import models
     from medlora.promote import champion_adapter
 
     with tempfile.TemporaryDirectory(prefix="medlora-champion-") as tmp:
         adapter_dir, version = champion_adapter(run_cfg, tmp)
-        model, tokenizer = models.load_model(run_cfg.model, run_cfg.paths.models)
-        load_adapters(model, str(adapter_dir))
-        mx.eval(model.parameters())  # read the weights before the folder goes away
-    model.eval()
+        model, tokenizer = load_with_adapter(run_cfg, adapter_dir)
     return model, tokenizer, version
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.callbacks import TrainingCallback
 
+from medlora import blas
 from medlora.answer import generate_answer
 from medlora.faults import kill_point
 
@@ -124,10 +126,12 @@ class ProbeSampler(TrainingCallback):
             return
         tic = time.perf_counter()
         self.model.eval()
-        answers = [
-            generate_answer(self.model, self.tokenizer, q, max_tokens=self.max_tokens, system_prompt=self.system_prompt)
-            for q in self.questions
-        ]
+        with blas.threads(os.cpu_count() or 1):  # training may run with fewer (see medlora.blas.threads)
+            answers = [
+                generate_answer(self.model, self.tokenizer, q, max_tokens=self.max_tokens,
+                                system_prompt=self.system_prompt)
+                for q in self.questions
+            ]
         self.model.train()
         mlflow.log_metric("probe_seconds", time.perf_counter() - tic, step=info["iteration"])
         mlflow.log_table(

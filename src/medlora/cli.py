@@ -29,7 +29,10 @@ examples:
   medlora train --from experiments/default/best.yaml   # rerun the best trial
   medlora promote study.name=default       # best adapter -> registry, alias champion
   medlora promote --rollback               # champion <-> previous
-  medlora ask "What is glaucoma?"          # base model + champion adapter
+  medlora ask "What is glaucoma?"          # base model + champion adapter, with NIH sources
+  medlora ask "What is glaucoma?" ask.rag=true   # retrieved NIH answers given as context
+  medlora evaluate                         # test split: base vs champion vs retrieval vs RAG
+  medlora evaluate evaluate.questions=20 evaluate.rows=[base,adapter] evaluate.adapter=<run id>
   medlora ui                               # MLflow UI on the project's store
   medlora train --cfg                      # print the composed config and exit
 
@@ -43,6 +46,7 @@ COMMANDS = {
     "report": "regenerate a study's trials.csv, best.yaml and figures/ from its storage",
     "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
     "ask": "answer a question with the base model + the 'champion' adapter",
+    "evaluate": "score base model, adapter, retrieval and RAG answers on held-out test questions",
     "ui": "start the MLflow UI on the project's store",
 }
 
@@ -159,11 +163,11 @@ def cmd_ask(cfg, composed, args) -> None:
     if red_flag is not None:  # never a generated answer
         print(red_flag.message)
         return
-    hits = answer.retrieve(cfg, args.question, max(cfg.ask.sources, 2 if cfg.ask.rag else 0))
+    hits = answer.retrieve(cfg, args.question, max(cfg.ask.sources, cfg.ask.rag_passages if cfg.ask.rag else 0))
     model, tokenizer, version = answer.load_with_champion(cfg)
-    prompt = retrieval.context_prompt(args.question, hits[:2]) if cfg.ask.rag else args.question
-    for piece in answer.stream_answer(model, tokenizer, prompt, max_tokens=cfg.ask.max_tokens,
-                                      system_prompt=cfg.data.system_prompt):
+    prompt = retrieval.context_prompt(args.question, hits[: cfg.ask.rag_passages]) if cfg.ask.rag else args.question
+    for piece in answer.stream_answer(model, tokenizer, prompt, max_tokens=cfg.generation.max_tokens,
+                                      system_prompt=cfg.data.system_prompt, settings=cfg.generation):
         print(piece, end="", flush=True)
     print(f"\n\n{safety.DISCLAIMER}")
     cited = retrieval.sources(hits[: cfg.ask.sources])
@@ -172,6 +176,14 @@ def cmd_ask(cfg, composed, args) -> None:
         for url in cited:
             print(f"  - {url}")
     print(f"[{cfg.model.name} + champion adapter v{version.version}{', retrieval-augmented' if cfg.ask.rag else ''}]")
+
+
+def cmd_evaluate(cfg, composed, args) -> None:
+    from medlora.evaluate import evaluate
+
+    table, out, md = evaluate(cfg)
+    print(md)
+    print(f"medlora: evaluation written to {out} and MLflow (medlora ui)")
 
 
 def cmd_ui(cfg, composed, args) -> None:
@@ -184,7 +196,7 @@ def cmd_ui(cfg, composed, args) -> None:
 
 
 HANDLERS = {"prepare": cmd_prepare, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-            "promote": cmd_promote, "ask": cmd_ask, "ui": cmd_ui}
+            "promote": cmd_promote, "ask": cmd_ask, "evaluate": cmd_evaluate, "ui": cmd_ui}
 
 
 def _stop_on_sigterm(signum, frame):

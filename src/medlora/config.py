@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medlora.errors import UserError
 
@@ -93,6 +93,9 @@ class TrainConfig:
     mask_prompt: bool
     grad_checkpoint: bool
     seed: int
+    loss: str  # "answer_only" (same value and gradient as mlx-lm's default_loss, less work) or "default"
+    cpu_streams: int  # batch parts computed concurrently on MLX CPU streams (answer_only loss)
+    fast_math: bool  # medlora.fastmath's exp in attention, SwiGLU and the loss while training
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,31 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
-class AskConfig:
+class GenerationConfig:
     max_tokens: int
+    temperature: float  # 0 = greedy
+    top_p: float
+    repetition_penalty: float  # 1.0 = off
+    repetition_context: int
+
+
+@dataclass(frozen=True)
+class AskConfig:
     sources: int  # cited NIH pages under an answer
     rag: bool  # retrieved answers given to the model as context
+    rag_passages: int
+
+
+EVAL_ROWS = ("base", "adapter", "retrieval", "rag")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    questions: int
+    seed: int
+    adapter: str  # "champion", an MLflow run id, or an adapter folder
+    rows: tuple[str, ...]
+    loss_batch_size: int
 
 
 @dataclass(frozen=True)
@@ -118,7 +142,9 @@ class RunConfig:
     lora: LoraConfig
     train: TrainConfig
     probes: ProbeConfig
+    generation: GenerationConfig
     ask: AskConfig
+    evaluate: EvaluateConfig
     experiment_name: str
     run_name: str | None
     raw: dict = field(repr=False, compare=False)  # the resolved tree, for logging only
@@ -245,12 +271,32 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             f"train.optimizer={t.optimizer!r} is unknown (fix: adam, adamw or sgd)")
     _positive_int(p, t.val_examples, "train.val_examples")
     _positive_int(p, t.eval_batch_size, "train.eval_batch_size")
+    p.check(t.get("loss") in ("answer_only", "default"),
+            f"train.loss={t.get('loss')!r} is unknown (fix: train.loss=answer_only or train.loss=default)")
+    _positive_int(p, t.get("cpu_streams"), "train.cpu_streams")
+    p.check(isinstance(t.get("fast_math"), bool),
+            f"train.fast_math={t.get('fast_math')!r} must be true or false (fix: train.fast_math=true)")
     p.check(steps_per_eval <= iters,
             f"train.steps_per_eval={steps_per_eval} exceeds train.iters={iters}: only the first and last "
             "evaluation would run (fix: lower train.steps_per_eval or raise train.iters)")
     questions = tuple(str(q) for q in pr.questions)
     _positive_int(p, pr.max_tokens, "probes.max_tokens")
-    _positive_int(p, cfg.ask.max_tokens, "ask.max_tokens")
+    g, ev = cfg.generation, cfg.evaluate
+    _positive_int(p, g.max_tokens, "generation.max_tokens")
+    p.check(isinstance(g.temperature, (int, float)) and g.temperature >= 0,
+            f"generation.temperature={g.temperature!r} must be 0 (greedy) or more (fix: generation.temperature=0)")
+    p.check(isinstance(g.top_p, (int, float)) and 0 < g.top_p <= 1,
+            f"generation.top_p={g.top_p!r} must be in (0, 1] (fix: generation.top_p=1.0)")
+    p.check(isinstance(g.repetition_penalty, (int, float)) and g.repetition_penalty > 0,
+            f"generation.repetition_penalty={g.repetition_penalty!r} must be positive (fix: 1.0 = off, e.g. 1.1)")
+    _positive_int(p, g.repetition_context, "generation.repetition_context")
+    _positive_int(p, cfg.ask.rag_passages, "ask.rag_passages")
+    _positive_int(p, ev.questions, "evaluate.questions")
+    _positive_int(p, ev.loss_batch_size, "evaluate.loss_batch_size")
+    rows = list(ev.rows) if isinstance(ev.rows, (list, tuple, ListConfig)) else [ev.rows]
+    p.check(bool(rows) and all(r in EVAL_ROWS for r in rows),
+            f"evaluate.rows={rows!r} must be a non-empty subset of {list(EVAL_ROWS)} "
+            "(fix: evaluate.rows=[base,adapter,retrieval,rag])")
     p.check(isinstance(cfg.ask.sources, int) and cfg.ask.sources >= 0,
             f"ask.sources={cfg.ask.sources!r} must be 0 or more (fix: ask.sources=3)")
     p.raise_if_any()
@@ -277,9 +323,16 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             steps_per_report=int(t.steps_per_report), steps_per_eval=int(t.steps_per_eval),
             val_examples=int(t.val_examples), eval_batch_size=int(t.eval_batch_size), mask_prompt=bool(t.mask_prompt),
             grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
+            loss=str(t.loss), cpu_streams=int(t.cpu_streams), fast_math=bool(t.fast_math),
         ),
         probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),
-        ask=AskConfig(max_tokens=int(cfg.ask.max_tokens), sources=int(cfg.ask.sources), rag=bool(cfg.ask.rag)),
+        generation=GenerationConfig(
+            max_tokens=int(g.max_tokens), temperature=float(g.temperature), top_p=float(g.top_p),
+            repetition_penalty=float(g.repetition_penalty), repetition_context=int(g.repetition_context),
+        ),
+        ask=AskConfig(sources=int(cfg.ask.sources), rag=bool(cfg.ask.rag), rag_passages=int(cfg.ask.rag_passages)),
+        evaluate=EvaluateConfig(questions=int(ev.questions), seed=int(ev.seed), adapter=str(ev.adapter),
+                                rows=tuple(str(r) for r in rows), loss_batch_size=int(ev.loss_batch_size)),
         experiment_name=str(cfg.experiment_name),
         run_name=cfg.get("run_name"),
         raw=OmegaConf.to_container(cfg, resolve=True),

@@ -26,11 +26,12 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx_lm.tuner.callbacks import TrainingCallback
-from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from medlora import models
 from medlora.config import RunConfig
+from medlora.fastmath import fast_kernels
+from medlora.loss import training_loss
 
 GB = 1e9
 SAFETY = 1.05  # predictions are inflated by 5%: better to skip a borderline config than to run it over the cap
@@ -53,7 +54,8 @@ class MemoryModel:
 def calibration_key(cfg: RunConfig) -> str:
     lora = (cfg.lora.rank, cfg.lora.keys)
     return (f"{models.model_path(cfg.model, cfg.paths.models)}|{cfg.model.dtype}|{cfg.train.max_seq_length}|"
-            f"{lora}|eval{cfg.train.eval_batch_size}")
+            f"{lora}|eval{cfg.train.eval_batch_size}|{cfg.train.loss}|streams{cfg.train.cpu_streams}|"
+            f"fast{cfg.train.fast_math}")
 
 
 def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bool = True) -> float:
@@ -68,24 +70,25 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bo
     optimizer = optim.Adam(learning_rate=1e-5)
     seq = cfg.train.max_seq_length
     vocab = model.model.embed_tokens.weight.shape[0] if hasattr(model, "model") else 1000
-    batch = mx.random.randint(0, vocab, (batch_size, seq))
-    lengths = mx.array([[1, seq - 1]] * batch_size)
-    loss_and_grad = nn.value_and_grad(model, default_loss)
+    # The worst case: a full-length batch whose every position is in the loss, through the training loss.
+    loss, extend = training_loss(cfg.train, model)
+    batch = next(extend(iter([(mx.random.randint(0, vocab, (batch_size, seq)), mx.array([[1, seq - 1]] * batch_size))])))
+    loss_and_grad = nn.value_and_grad(model, loss)
     state = [model.state, optimizer.state]
 
-    def step(b, lens):
-        (loss, ntoks), grad = loss_and_grad(model, b, lens)
+    def step(*b):
+        (value, ntoks), grad = loss_and_grad(model, *b)
         optimizer.update(model, grad)
-        return loss
+        return value
 
-    def forward(b, lens):
-        return default_loss(model, b, lens)[0]
-
-    step = mx.compile(step, inputs=state, outputs=state) if train else forward
+    if not train:
+        model.eval()
+    step = mx.compile(step, inputs=state, outputs=state) if train else (lambda *b: loss(model, *b)[0])
     mx.eval(model.parameters())
     mx.clear_cache()
     mx.reset_peak_memory()
-    mx.eval(step(batch, lengths), state)
+    with fast_kernels(model, cfg.train.fast_math):
+        mx.eval(step(*batch), state)
     peak = mx.get_peak_memory() / GB
     del model, optimizer, state
     mx.clear_cache()
@@ -93,18 +96,24 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bo
 
 
 def calibrate(cfg: RunConfig, max_lora_layers: int) -> MemoryModel:
-    """Fit the coefficients from three one-step probes (batch 1 and 2 with one LoRA block, batch 2 with many)
-    and measure one evaluation batch."""
+    """Fit the coefficients from three one-step probes (two batch sizes with one LoRA block, the larger
+    with many) and measure one evaluation batch.
+
+    The probe batches are ``cpu_streams`` and twice that many rows, so that both split into the same
+    number of concurrently computed parts as the batches they predict.
+    """
     many = max(2, max_lora_layers)
+    small = cfg.train.cpu_streams if cfg.train.loss == "answer_only" else 1
+    large = 2 * small
     eval_gb = measure_step_gb(cfg, cfg.train.eval_batch_size, 1, train=False)
-    p11 = measure_step_gb(cfg, 1, 1)
-    p21 = measure_step_gb(cfg, 2, 1)
-    p2m = measure_step_gb(cfg, 2, many)
-    tokens = cfg.train.max_seq_length
-    per_token_one_layer = max(p21 - p11, 0.0) / tokens  # a + b
-    per_token_layer = max(p2m - p21, 0.0) / (2 * tokens * (many - 1))  # b
+    p_small = measure_step_gb(cfg, small, 1)
+    p_large = measure_step_gb(cfg, large, 1)
+    p_many = measure_step_gb(cfg, large, many)
+    seq = cfg.train.max_seq_length
+    per_token_one_layer = max(p_large - p_small, 0.0) / ((large - small) * seq)  # a + b
+    per_token_layer = max(p_many - p_large, 0.0) / (large * seq * (many - 1))  # b
     per_token = max(per_token_one_layer - per_token_layer, 0.0)  # a
-    base = p11 - tokens * per_token_one_layer
+    base = p_small - small * seq * per_token_one_layer
     return MemoryModel(base, per_token, per_token_layer, eval_gb, calibration_key(cfg))
 
 

@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from medlora import report, tracking
+from medlora import model_card, report, tracking
 from medlora.config import RunConfig, StudyConfig
 from medlora.errors import UserError
 
@@ -86,6 +86,7 @@ def _register_and_move_aliases(client: MlflowClient, name: str, source: str, run
     client.set_registered_model_alias(name, CHAMPION, version.version)
     if old is not None and old.version != version.version:
         client.set_registered_model_alias(name, PREVIOUS, old.version)
+    model_card.write(client, run_cfg, client.get_model_version(name, version.version))
     return version, old
 
 

@@ -175,3 +175,47 @@ def write_study_outputs(study, study_cfg, parent_run: bool = False) -> dict:
             mlflow.log_artifact(str(out / "best.yaml"))
             mlflow.log_metrics({"best_value": best.value, "best_trial": best.number})
     return {"trials": frame, "best": best}
+
+
+# ---------------------------------------------------------------- evaluation outputs
+
+
+def evaluation_figure(table: list[dict], title: str = ""):
+    """One panel per metric, one bar per row (base, adapter, retrieval, rag)."""
+    panels = [("rougeL", "ROUGE-L F1 (higher is better)"), ("similarity", "MiniLM cosine similarity (higher)"),
+              ("repetition_rate", "answers repeating a 4-gram (lower)"), ("test_loss", "test loss, nats (lower)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6), dpi=110)
+    names = [t["row"] for t in table]
+    colors = [f"C{i}" for i in range(len(table))]
+    for ax, (key, label) in zip(axes, panels):
+        values = [t[key] for t in table]
+        bars = ax.bar(names, [v if v == v else 0.0 for v in values], color=colors)
+        for bar, value in zip(bars, values):
+            ax.annotate("n/a" if value != value else f"{value:.3f}", (bar.get_x() + bar.get_width() / 2,
+                        bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def write_atomically(folder, texts: dict[str, str], figures: dict | None = None):
+    """Write ``texts`` (name -> content) and ``figures`` (name -> matplotlib figure) into a new ``folder``,
+    all or nothing: they are written next to it first, then renamed into place."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    for name, text in texts.items():
+        (tmp / name).write_text(text)
+    for name, fig in (figures or {}).items():
+        fig.savefig(tmp / name)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, folder)
+    return folder

@@ -9,6 +9,7 @@ Extra callbacks (pruning, memory guard) are passed in by the caller.
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import tempfile
@@ -29,13 +30,15 @@ from mlx_lm.tuner.trainer import train as mlx_train
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from omegaconf import OmegaConf
 
-from medlora import data, models, tracking
+from medlora import blas, data, models, tracking
 from medlora.blas import blas_in_use
 from medlora.callbacks import BestAdapterKeeper, CallbackList, History, MetricsLogger, ProbeSampler, save_adapter
 from medlora.config import RunConfig
 from medlora.datasets import cached_encode
 from medlora.errors import UserError
+from medlora.fastmath import fast_kernels
 from medlora.faults import kill_point
+from medlora.loss import training_loss
 from medlora.memory import peak_rss_gb, reset_peaks
 from medlora.report import loss_curve_figure
 
@@ -89,19 +92,20 @@ def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     return train_set, valid_set
 
 
-def batch_iterator(train_seed: int, eval_batch_size: int):
+def batch_iterator(train_seed: int, eval_batch_size: int, extend=lambda batches: batches):
     """mlx-lm's ``iterate_batches``, seeded; evaluation (``loop=False``) always uses the same batches.
 
     Validation runs with its own batch size so that its loss is over the same
-    examples whatever the training batch size is.
+    examples whatever the training batch size is. ``extend`` adds what the loss needs
+    beyond ``(batch, lengths)`` (see :func:`medlora.loss.training_loss`).
     """
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
         if not loop:
             batch_size = min(eval_batch_size, len(dataset))
-        return mlx_iterate_batches(
+        return extend(mlx_iterate_batches(
             dataset, batch_size, max_seq_length, loop=loop, seed=train_seed if loop else 0, comm_group=comm_group
-        )
+        ))
 
     return iterate
 
@@ -174,12 +178,15 @@ def train(
             )
             (Path(tmp) / "final").mkdir()
             optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=cfg.train.learning_rate)
+            loss, extend = training_loss(cfg.train, model)
             reset_peaks()
-            mlx_train(
-                model, optimizer, train_set, valid_set, args=args,
-                iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size),
-                training_callback=callbacks,
-            )
+            streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
+            with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams):
+                mlx_train(
+                    model, optimizer, train_set, valid_set, args=args, loss=loss,
+                    iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend),
+                    training_callback=callbacks,
+                )
             save_adapter(model, Path(tmp) / "final", {**adapter_cfg, "iteration": cfg.train.iters})
             kill_point("log_artifacts")
             tracking.log_dir(Path(tmp) / "best", "adapters/best")
