@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--num-layers", type=int, default=8)
-    parser.add_argument("--max-seq-length", type=int, default=160)
-    parser.add_argument("--val-examples", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--val-examples", type=int, default=4)
     parser.add_argument("--skip-reference", action="store_true", help="skip (a), the slow reference-BLAS run")
     args = parser.parse_args()
 

@@ -95,6 +95,7 @@ class TrainConfig:
     seed: int
     loss: str  # "answer_only" (same value and gradient as mlx-lm's default_loss, less work) or "default"
     cpu_streams: int  # batch parts computed concurrently on MLX CPU streams (answer_only loss)
+    eval_cpu_streams: int  # the same for validation batches
     fast_math: bool  # medlora.fastmath's exp in attention, SwiGLU and the loss while training
 
 
@@ -274,6 +275,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     p.check(t.get("loss") in ("answer_only", "default"),
             f"train.loss={t.get('loss')!r} is unknown (fix: train.loss=answer_only or train.loss=default)")
     _positive_int(p, t.get("cpu_streams"), "train.cpu_streams")
+    _positive_int(p, t.get("eval_cpu_streams"), "train.eval_cpu_streams")
     p.check(isinstance(t.get("fast_math"), bool),
             f"train.fast_math={t.get('fast_math')!r} must be true or false (fix: train.fast_math=true)")
     p.check(steps_per_eval <= iters,
@@ -323,7 +325,8 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             steps_per_report=int(t.steps_per_report), steps_per_eval=int(t.steps_per_eval),
             val_examples=int(t.val_examples), eval_batch_size=int(t.eval_batch_size), mask_prompt=bool(t.mask_prompt),
             grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
-            loss=str(t.loss), cpu_streams=int(t.cpu_streams), fast_math=bool(t.fast_math),
+            loss=str(t.loss), cpu_streams=int(t.cpu_streams),
+            eval_cpu_streams=int(t.eval_cpu_streams), fast_math=bool(t.fast_math),
         ),
         probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),
         generation=GenerationConfig(

@@ -92,16 +92,19 @@ def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:
     from mlx_lm.tuner.trainer import evaluate as mlx_evaluate
 
     from medlora.datasets import encode_chats
+    from medlora.fastmath import fast_kernels
     from medlora.loss import training_loss
     from medlora.train import batch_iterator
 
     dataset = encode_chats(records, tokenizer, mask_prompt=cfg.train.mask_prompt,
                            max_seq_length=cfg.train.max_seq_length)
-    loss, extend = training_loss(cfg.train, model)
+    loss, _, extend = training_loss(cfg.train, model)
     batch = min(cfg.evaluate.loss_batch_size, len(dataset))
     model.eval()
-    return mlx_evaluate(model, dataset, batch_size=batch, num_batches=-1, max_seq_length=cfg.train.max_seq_length,
-                        loss=loss, iterate_batches=batch_iterator(0, batch, extend))
+    with fast_kernels(model, cfg.train.fast_math):
+        return mlx_evaluate(model, dataset, batch_size=batch, num_batches=-1,
+                            max_seq_length=cfg.train.max_seq_length, loss=loss,
+                            iterate_batches=batch_iterator(0, batch, extend_eval=extend))
 
 
 def resolve_adapter(cfg: RunConfig, dst: Path) -> tuple[Path, str, object]:

@@ -22,6 +22,7 @@ whole batch (tests/test_loss.py checks both against ``default_loss``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -31,7 +32,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx_lm.tuner.trainer import default_loss
 
-from medlora import fastmath
+from medlora import blas, fastmath
 
 POSITION_BUCKET = 64
 # Architectures whose mlx-lm ``Model.__call__`` is exactly ``model.model(inputs)`` followed by
@@ -91,28 +92,31 @@ class AnswerOnlyLoss:
     """``loss(model, batch, lengths, index, weight) -> (mean answer-token loss, answer-token count)``.
 
     Same contract as mlx-lm's ``default_loss`` (plus the two position arrays), so mlx-lm's trainer
-    and ``evaluate`` use it unchanged. In evaluation mode (``model.training`` false) the forward
-    pass is compiled.
+    and ``evaluate`` use it unchanged. The batch is computed in as many parts as ``index`` has rows,
+    each on its own CPU stream. In evaluation mode (``model.training`` false) the forward pass is
+    compiled and evaluated at once, with OpenBLAS threads divided among the parts.
     """
 
     def __init__(self, streams: int = 1, fast_math: bool = False):
-        self.streams = streams
         self.cross_entropy = fastmath.cross_entropy if fast_math else nn.losses.cross_entropy
         self._cpu_streams = [mx.new_stream(mx.cpu) for _ in range(streams)] if streams > 1 else []
         self._compiled_eval: Callable | None = None
 
     def __call__(self, model, batch, lengths, index, weight):
-        if not model.training:
-            if self._compiled_eval is None:
-                self._compiled_eval = mx.compile(lambda *a: self._loss(model, *a), inputs=model.state)
-            return self._compiled_eval(batch, lengths, index, weight)
-        return self._loss(model, batch, lengths, index, weight)
+        if model.training:
+            return self._loss(model, batch, lengths, index, weight)
+        if self._compiled_eval is None:
+            self._compiled_eval = mx.compile(lambda *a: self._loss(model, *a), inputs=model.state)
+        with blas.threads((os.cpu_count() or 1) // index.shape[0]):
+            out = self._compiled_eval(batch, lengths, index, weight)
+            mx.eval(out)
+        return out
 
     def _loss(self, model, batch, lengths, index, weight):
         inputs, targets = batch[:, :-1], batch[:, 1:]
         totals = []
-        for s, part in enumerate(parts(batch.shape[0], self.streams)):
-            if self._cpu_streams:
+        for s, part in enumerate(parts(batch.shape[0], index.shape[0])):
+            if index.shape[0] > 1:
                 with mx.stream(self._cpu_streams[s]):
                     totals.append(self._part_sum(model, inputs[part], targets[part], index[s], weight[s]))
             else:
@@ -129,12 +133,21 @@ class AnswerOnlyLoss:
         return ce.astype(mx.float32).sum()
 
 
-def training_loss(train_cfg, model) -> tuple[Callable, Callable[[Iterator], Iterator]]:
-    """``(loss, extend)``: the loss for mlx-lm's trainer and what turns mlx-lm's batches into its arguments."""
-    kind, streams = train_cfg.loss, train_cfg.cpu_streams
-    if kind == "answer_only" and supports_answer_only(model):
-        return AnswerOnlyLoss(streams, train_cfg.fast_math), partial(with_answer_positions, streams=streams)
-    if kind == "answer_only":
+Extend = Callable[[Iterator], Iterator]
+
+
+def training_loss(train_cfg, model) -> tuple[Callable, Extend, Extend]:
+    """``(loss, extend_train, extend_eval)``: the loss for mlx-lm's trainer, and what turns mlx-lm's training
+    and validation batches into its arguments."""
+    if train_cfg.loss == "answer_only" and supports_answer_only(model):
+        streams, eval_streams = train_cfg.cpu_streams, train_cfg.eval_cpu_streams
+        return (AnswerOnlyLoss(max(streams, eval_streams), train_cfg.fast_math),
+                partial(with_answer_positions, streams=streams), partial(with_answer_positions, streams=eval_streams))
+    if train_cfg.loss == "answer_only":
         print(f"medlora: note: train.loss=answer_only does not know model type "
               f"{getattr(model, 'model_type', '?')!r}; using mlx-lm's default_loss", file=sys.stderr)
-    return default_loss, lambda batches: batches
+    return default_loss, _unchanged, _unchanged
+
+
+def _unchanged(batches: Iterator) -> Iterator:
+    return batches

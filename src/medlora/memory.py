@@ -54,7 +54,7 @@ class MemoryModel:
 def calibration_key(cfg: RunConfig) -> str:
     lora = (cfg.lora.rank, cfg.lora.keys)
     return (f"{models.model_path(cfg.model, cfg.paths.models)}|{cfg.model.dtype}|{cfg.train.max_seq_length}|"
-            f"{lora}|eval{cfg.train.eval_batch_size}|{cfg.train.loss}|streams{cfg.train.cpu_streams}|"
+            f"{lora}|eval{cfg.train.eval_batch_size}|{cfg.train.loss}|streams{cfg.train.cpu_streams},{cfg.train.eval_cpu_streams}|"
             f"fast{cfg.train.fast_math}")
 
 
@@ -71,7 +71,8 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bo
     seq = cfg.train.max_seq_length
     vocab = model.model.embed_tokens.weight.shape[0] if hasattr(model, "model") else 1000
     # The worst case: a full-length batch whose every position is in the loss, through the training loss.
-    loss, extend = training_loss(cfg.train, model)
+    loss, extend_train, extend_eval = training_loss(cfg.train, model)
+    extend = extend_train if train else extend_eval
     batch = next(extend(iter([(mx.random.randint(0, vocab, (batch_size, seq)), mx.array([[1, seq - 1]] * batch_size))])))
     loss_and_grad = nn.value_and_grad(model, loss)
     state = [model.state, optimizer.state]
@@ -81,8 +82,7 @@ def measure_step_gb(cfg: RunConfig, batch_size: int, lora_layers: int, train: bo
         optimizer.update(model, grad)
         return value
 
-    if not train:
-        model.eval()
+    model.train(train)  # as mlx-lm's trainer and evaluate set it
     step = mx.compile(step, inputs=state, outputs=state) if train else (lambda *b: loss(model, *b)[0])
     mx.eval(model.parameters())
     mx.clear_cache()

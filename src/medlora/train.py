@@ -92,17 +92,18 @@ def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     return train_set, valid_set
 
 
-def batch_iterator(train_seed: int, eval_batch_size: int, extend=lambda batches: batches):
+def batch_iterator(train_seed: int, eval_batch_size: int, extend_train=None, extend_eval=None):
     """mlx-lm's ``iterate_batches``, seeded; evaluation (``loop=False``) always uses the same batches.
 
     Validation runs with its own batch size so that its loss is over the same
-    examples whatever the training batch size is. ``extend`` adds what the loss needs
+    examples whatever the training batch size is. ``extend_*`` add what the loss needs
     beyond ``(batch, lengths)`` (see :func:`medlora.loss.training_loss`).
     """
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
         if not loop:
             batch_size = min(eval_batch_size, len(dataset))
+        extend = (extend_train if loop else extend_eval) or (lambda batches: batches)
         return extend(mlx_iterate_batches(
             dataset, batch_size, max_seq_length, loop=loop, seed=train_seed if loop else 0, comm_group=comm_group
         ))
@@ -178,13 +179,14 @@ def train(
             )
             (Path(tmp) / "final").mkdir()
             optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=cfg.train.learning_rate)
-            loss, extend = training_loss(cfg.train, model)
+            loss, extend_train, extend_eval = training_loss(cfg.train, model)
             reset_peaks()
             streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
             with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams):
                 mlx_train(
                     model, optimizer, train_set, valid_set, args=args, loss=loss,
-                    iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend),
+                    iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train,
+                                                   extend_eval),
                     training_callback=callbacks,
                 )
             save_adapter(model, Path(tmp) / "final", {**adapter_cfg, "iteration": cfg.train.iters})
