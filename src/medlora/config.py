@@ -96,7 +96,7 @@ class TrainConfig:
     loss: str  # "answer_only" (same value and gradient as mlx-lm's default_loss, less work) or "default"
     cpu_streams: int  # batch parts computed concurrently on MLX CPU streams (answer_only loss)
     eval_cpu_streams: int  # the same for validation batches
-    fast_math: bool  # medlora.fastmath's exp in attention, SwiGLU and the loss while training
+    fast_math: bool  # medlora.fastmath: a faster exp in SwiGLU while training and validating
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A faster ``exp`` for MLX's CPU backend, and the SwiGLU and cross-entropy built on it.
+"""A faster ``exp`` for MLX's CPU backend, and the SwiGLU built on it.
 
 Profiling a LoRA step of SmolLM2-135M on a 2-core CPU (bench/train_throughput.py) shows that
 most of the time is not matrix multiplication but transcendental functions: MLX's CPU ``exp``
@@ -13,7 +13,12 @@ error < 1e-6 (float32's own ``exp`` is ~1e-7). Its gradient reuses its output, a
 
 :func:`fast_kernels` swaps the SwiGLU function of a loaded mlx-lm model's module for one using it,
 for the duration of a ``with`` block (training, validation); generation and everything else keep
-mlx-lm's own. :func:`cross_entropy` is used by :class:`medlora.loss.AnswerOnlyLoss`. ``tests/test_loss.py`` checks loss and gradients against
+mlx-lm's own.
+
+Not used in the loss: on a (positions x 49,152) logits matrix ``mx.compile`` does not fuse the
+polynomial's steps on the CPU, and their full-size intermediates multiplied the evaluation's
+memory peak by ~5 (measured 1.25 GB more for 1,272 positions), which the study's memory cap
+cannot afford; in SwiGLU they are a few MB. ``tests/test_loss.py`` checks loss and gradients against
 mlx-lm's ``default_loss`` with the stock kernels.
 """
 
@@ -47,14 +52,6 @@ def fast_exp(x: mx.array) -> mx.array:
 @fast_exp.vjp
 def _fast_exp_vjp(primals, cotangent, output):
     return cotangent * output
-
-
-def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
-    """Per-row ``-log softmax(logits)[target]``, as ``mlx.nn.losses.cross_entropy``."""
-    logits = logits.astype(mx.float32)
-    top = mx.stop_gradient(mx.max(logits, axis=-1, keepdims=True))
-    lse = mx.log(fast_exp(logits - top).sum(axis=-1)) + top.squeeze(-1)
-    return lse - mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
 
 
 def swiglu(gate: mx.array, x: mx.array) -> mx.array:

@@ -32,7 +32,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx_lm.tuner.trainer import default_loss
 
-from medlora import blas, fastmath
+from medlora import blas
 
 POSITION_BUCKET = 64
 # Architectures whose mlx-lm ``Model.__call__`` is exactly ``model.model(inputs)`` followed by
@@ -97,8 +97,7 @@ class AnswerOnlyLoss:
     compiled and evaluated at once, with OpenBLAS threads divided among the parts.
     """
 
-    def __init__(self, streams: int = 1, fast_math: bool = False):
-        self.cross_entropy = fastmath.cross_entropy if fast_math else nn.losses.cross_entropy
+    def __init__(self, streams: int = 1):
         self._cpu_streams = [mx.new_stream(mx.cpu) for _ in range(streams)] if streams > 1 else []
         self._compiled_eval: Callable | None = None
 
@@ -129,7 +128,7 @@ class AnswerOnlyLoss:
         hidden = model.model(inputs)
         hidden = hidden.reshape(-1, hidden.shape[-1])[index]
         logits = project(model, hidden)
-        ce = self.cross_entropy(logits, targets.reshape(-1)[index]) * weight
+        ce = nn.losses.cross_entropy(logits, targets.reshape(-1)[index]) * weight
         return ce.astype(mx.float32).sum()
 
 
@@ -141,7 +140,7 @@ def training_loss(train_cfg, model) -> tuple[Callable, Extend, Extend]:
     and validation batches into its arguments."""
     if train_cfg.loss == "answer_only" and supports_answer_only(model):
         streams, eval_streams = train_cfg.cpu_streams, train_cfg.eval_cpu_streams
-        return (AnswerOnlyLoss(max(streams, eval_streams), train_cfg.fast_math),
+        return (AnswerOnlyLoss(max(streams, eval_streams)),
                 partial(with_answer_positions, streams=streams), partial(with_answer_positions, streams=eval_streams))
     if train_cfg.loss == "answer_only":
         print(f"medlora: note: train.loss=answer_only does not know model type "
