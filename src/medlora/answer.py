@@ -34,11 +34,23 @@ def decoding(settings: GenerationConfig | None) -> dict:
     }
 
 
+def stop_at_special_tokens(tokenizer) -> None:
+    """Make every special token end an answer, not only the chat template's end-of-turn.
+
+    A fine-tuned small model can close its answer with another family member (SmolLM2 after a
+    few LoRA steps emits ``<|endoftext|>`` instead of ``<|im_end|>``) and then ramble on into
+    unrelated text. No special token belongs inside an answer, so all of them stop decoding.
+    """
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    tokenizer.eos_token_ids = set(tokenizer.eos_token_ids) | special
+
+
 def stream_answer(
     model, tokenizer, question: str, *, max_tokens: int, system_prompt: str | None = None,
     settings: GenerationConfig | None = None,
 ) -> Iterator[str]:
-    """Yield the answer's text piece by piece."""
+    """Yield the answer's text piece by piece; it ends at any special token (see stop_at_special_tokens)."""
+    stop_at_special_tokens(tokenizer)
     prompt = chat_prompt(tokenizer, question, system_prompt)
     for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, **decoding(settings)):
         yield response.text
