@@ -131,6 +131,7 @@ class EvaluateConfig:
     adapter: str  # "champion", an MLflow run id, or an adapter folder
     rows: tuple[str, ...]
     loss_batch_size: int
+    generation_batch_size: int  # answers decoded together (mlx-lm batch_generate)
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     _positive_int(p, cfg.ask.rag_passages, "ask.rag_passages")
     _positive_int(p, ev.questions, "evaluate.questions")
     _positive_int(p, ev.loss_batch_size, "evaluate.loss_batch_size")
+    _positive_int(p, ev.generation_batch_size, "evaluate.generation_batch_size")
     rows = list(ev.rows) if isinstance(ev.rows, (list, tuple, ListConfig)) else [ev.rows]
     p.check(bool(rows) and all(r in EVAL_ROWS for r in rows),
             f"evaluate.rows={rows!r} must be a non-empty subset of {list(EVAL_ROWS)} "
@@ -335,7 +337,8 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         ),
         ask=AskConfig(sources=int(cfg.ask.sources), rag=bool(cfg.ask.rag), rag_passages=int(cfg.ask.rag_passages)),
         evaluate=EvaluateConfig(questions=int(ev.questions), seed=int(ev.seed), adapter=str(ev.adapter),
-                                rows=tuple(str(r) for r in rows), loss_batch_size=int(ev.loss_batch_size)),
+                                rows=tuple(str(r) for r in rows), loss_batch_size=int(ev.loss_batch_size),
+                                generation_batch_size=int(ev.generation_batch_size)),
         experiment_name=str(cfg.experiment_name),
         run_name=cfg.get("run_name"),
         raw=OmegaConf.to_container(cfg, resolve=True),

@@ -136,11 +136,18 @@ def resolve_adapter(cfg: RunConfig, dst: Path) -> tuple[Path, str, object]:
 def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: str) -> list[str]:
     from tqdm import tqdm
 
-    from medlora.answer import generate_answer
+    from medlora.answer import generate_answers
 
-    return [generate_answer(model, tokenizer, p, max_tokens=cfg.generation.max_tokens,
-                            system_prompt=cfg.data.system_prompt, settings=cfg.generation)
-            for p in tqdm(prompts, desc=f"medlora: {label} answers", unit="q", file=sys.stderr)]
+    size = cfg.evaluate.generation_batch_size
+    answers = []
+    with tqdm(total=len(prompts), desc=f"medlora: {label} answers", unit="q", file=sys.stderr) as bar:
+        for start in range(0, len(prompts), size):
+            chunk = prompts[start : start + size]
+            answers += generate_answers(model, tokenizer, chunk, max_tokens=cfg.generation.max_tokens,
+                                        system_prompt=cfg.data.system_prompt, settings=cfg.generation,
+                                        batch_size=size)
+            bar.update(len(chunk))
+    return answers
 
 
 def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, object]:
