@@ -8,8 +8,9 @@ attention softmax, in SiLU's sigmoid and in the vocabulary-wide log-sum-exp of t
 more in its batched small matmuls than it won, measured at 2x slower per step.)
 
 :func:`fast_exp` computes ``2**n * 2**f`` with a degree-7 polynomial for ``2**f`` and the exponent
-written straight into the float's bits: ~8 ns per element once ``mx.compile`` fuses it, relative
-error < 1e-6 (float32's own ``exp`` is ~1e-7). Its gradient reuses its output, as ``exp``'s does.
+written straight into the float's bits: ~8.7 ns per element on cache-sized arrays (measured on 1M
+elements), relative error < 1e-6 (float32's own ``exp`` is ~1e-7). Its gradient reuses its output,
+as ``exp``'s does. In SwiGLU it took a training step from 3.27 to 3.03 s (batch 4 x 160).
 
 :func:`fast_kernels` swaps the SwiGLU function of a loaded mlx-lm model's module for one using it,
 for the duration of a ``with`` block (training, validation); generation and everything else keep
@@ -18,7 +19,7 @@ mlx-lm's own.
 Not used in the loss: on a (positions x 49,152) logits matrix ``mx.compile`` does not fuse the
 polynomial's steps on the CPU, and their full-size intermediates multiplied the evaluation's
 memory peak by ~5 (measured 1.25 GB more for 1,272 positions), which the study's memory cap
-cannot afford; in SwiGLU they are a few MB. ``tests/test_loss.py`` checks loss and gradients against
+cannot afford; in SwiGLU (4 x 160 x 1,536 per layer) they are a few MB. ``tests/test_loss.py`` checks loss and gradients against
 mlx-lm's ``default_loss`` with the stock kernels.
 """
 
