@@ -68,12 +68,13 @@ def generate_answer(
 
 def generate_answers(
     model, tokenizer, questions: list[str], *, max_tokens: int, system_prompt: str | None = None,
-    settings: GenerationConfig | None = None, batch_size: int = 16,
+    settings: GenerationConfig | None = None, batch_size: int = 16, on_batch=None,
 ) -> list[str]:
     """Answers to many questions, decoded ``batch_size`` at a time (mlx-lm's ``batch_generate``).
 
     On a CPU, decoding one sequence reads every weight per token (memory-bound: ~12 tokens/s for
     the float32 135M model on 2 cores); a batch shares each read among its sequences.
+    ``on_batch(n)`` is called after each batch of ``n`` answers (progress bars).
     """
     from mlx_lm.generate import batch_generate
 
@@ -83,6 +84,8 @@ def generate_answers(
         prompts = [chat_prompt(tokenizer, q, system_prompt) for q in questions[start : start + batch_size]]
         result = batch_generate(model, tokenizer, prompts, max_tokens=max_tokens, **decoding(settings))
         answers += [text.strip() for text in result.texts]
+        if on_batch is not None:
+            on_batch(len(prompts))
     return answers
 
 

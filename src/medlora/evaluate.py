@@ -138,16 +138,10 @@ def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: st
 
     from medlora.answer import generate_answers
 
-    size = cfg.evaluate.generation_batch_size
-    answers = []
     with tqdm(total=len(prompts), desc=f"medlora: {label} answers", unit="q", file=sys.stderr) as bar:
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start : start + size]
-            answers += generate_answers(model, tokenizer, chunk, max_tokens=cfg.generation.max_tokens,
-                                        system_prompt=cfg.data.system_prompt, settings=cfg.generation,
-                                        batch_size=size)
-            bar.update(len(chunk))
-    return answers
+        return generate_answers(model, tokenizer, prompts, max_tokens=cfg.generation.max_tokens,
+                                system_prompt=cfg.data.system_prompt, settings=cfg.generation,
+                                batch_size=cfg.evaluate.generation_batch_size, on_batch=bar.update)
 
 
 def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, object]:
