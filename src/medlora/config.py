@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from medlora.datasets import TRUNCATIONS
 from medlora.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,7 @@ class TrainConfig:
     cpu_streams: int  # batch parts computed concurrently on MLX CPU streams (answer_only loss)
     eval_cpu_streams: int  # the same for validation batches
     fast_math: bool  # medlora.fastmath: a faster exp in SwiGLU while training and validating
+    truncation: str  # "sentence": long answers end at their last whole sentence that fits; "hard": mid-sentence
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,8 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             f"train.loss={t.get('loss')!r} is unknown (fix: train.loss=answer_only or train.loss=default)")
     _positive_int(p, t.get("cpu_streams"), "train.cpu_streams")
     _positive_int(p, t.get("eval_cpu_streams"), "train.eval_cpu_streams")
+    p.check(t.get("truncation") in TRUNCATIONS,
+            f"train.truncation={t.get('truncation')!r} is unknown (fix: train.truncation=sentence or hard)")
     p.check(isinstance(t.get("fast_math"), bool),
             f"train.fast_math={t.get('fast_math')!r} must be true or false (fix: train.fast_math=true)")
     p.check(steps_per_eval <= iters,
@@ -329,6 +333,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             grad_checkpoint=bool(t.grad_checkpoint), seed=int(t.seed),
             loss=str(t.loss), cpu_streams=int(t.cpu_streams),
             eval_cpu_streams=int(t.eval_cpu_streams), fast_math=bool(t.fast_math),
+            truncation=str(t.truncation),
         ),
         probes=ProbeConfig(questions=questions, max_tokens=int(pr.max_tokens)),
         generation=GenerationConfig(

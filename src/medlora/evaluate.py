@@ -97,7 +97,7 @@ def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:
     from medlora.train import batch_iterator
 
     dataset = encode_chats(records, tokenizer, mask_prompt=cfg.train.mask_prompt,
-                           max_seq_length=cfg.train.max_seq_length)
+                           max_seq_length=cfg.train.max_seq_length, truncation=cfg.train.truncation)
     loss, _, extend = training_loss(cfg.train, model)
     batch = min(cfg.evaluate.loss_batch_size, len(dataset))
     model.eval()

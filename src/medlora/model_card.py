@@ -30,7 +30,8 @@ overdoses, self-harm or a child in danger get a triage message instead of a gene
 - A 135M-parameter model: it knows little beyond its training data and may repeat itself.
 - English only; MedQuAD covers NIH sources up to its collection date (2019) and mostly
   information / symptoms / causes / treatment questions about named conditions.
-- Trained on answers truncated to `train.max_seq_length` tokens: long answers are cut short.
+- Trained on answers cut to `train.max_seq_length` tokens at their last whole sentence that fits:
+  its answers are shorter than the NIH pages they learned from.
 """
 
 

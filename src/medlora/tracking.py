@@ -25,6 +25,8 @@ from medlora.config import Paths
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# log_table re-downloads the table it appends to: one "Downloading artifacts" bar per evaluation otherwise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def connect(paths: Paths) -> None:

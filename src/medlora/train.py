@@ -81,7 +81,8 @@ def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     valid_rows = data.load_split(split_dir, "valid")
     random.Random(cfg.data.seed).shuffle(valid_rows)
     encode = partial(cached_encode, tokenizer=tokenizer, cache_dir=split_dir / "tokenized",
-                     mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length)
+                     mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length,
+                     truncation=cfg.train.truncation)
     train_set = encode(data.load_split(split_dir, "train"), cache_key=f"train|{model_key}")
     valid_set = encode(valid_rows[: cfg.train.val_examples], cache_key=f"valid|{model_key}|{cfg.data.seed}")
     if len(train_set) < cfg.train.batch_size:
