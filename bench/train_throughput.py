@@ -77,7 +77,8 @@ def main() -> None:
     from medlora import blas, data, models
     from medlora.config import load_run_config
 
-    cfg = load_run_config([])
+    # mlx-lm cuts long examples mid-sentence: (c) does the same here, so all three see the same tokens
+    cfg = load_run_config(["train.truncation=hard"])
     split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
     model_dir = models.model_path(cfg.model, cfg.paths.models)
     openblas = next((p for p in blas.CANDIDATES if Path(p).exists()), None)
@@ -100,7 +101,7 @@ def main() -> None:
         results["b"]["wall"] = time.perf_counter() - t
         medlora = [sys.executable, "-m", "medlora.cli", "train", f"train.batch_size={args.batch_size}",
                    f"train.iters={args.iters}", f"lora.num_layers={args.num_layers}",
-                   f"train.max_seq_length={args.max_seq_length}", "train.steps_per_report=1",
+                   f"train.max_seq_length={args.max_seq_length}", "train.truncation=hard", "train.steps_per_report=1",
                    f"train.steps_per_eval={args.iters}", f"train.val_examples={args.val_examples}",
                    "probes.max_tokens=1",
                    f"paths.mlruns={tmp}/mlruns", "run_name=bench"]
