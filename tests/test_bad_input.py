@@ -65,6 +65,7 @@ OVERRIDE_CASES = {
     "zero_trials": (["sweep", "study.n_trials=0"], "study.n_trials=0"),
     "negative_cap": (["sweep", "study.memory_cap_gb=-1"], "memory_cap_gb"),
     "unknown_pruner": (["sweep", "study.pruner.name=hyperband"], "hyperband"),
+    "zero_min_trials": (["sweep", "study.pruner.n_min_trials=0"], "study.pruner.n_min_trials=0"),
     "cap_below_model": (["sweep", "study=tiny", "study.memory_cap_gb=0.001"], "smaller than the model itself"),
     "search_layers_beyond_model": (["sweep", "study=tiny", "study.search_space.lora.num_layers.high=9"],
                                    "has 2 layers"),

@@ -294,3 +294,27 @@ def test_a_corrupt_adapter_is_refused_before_the_alias_moves(swept, capsys):
         assert client.get_model_version_by_alias(name, "champion").version == champion_before
     finally:
         weights.write_bytes(good)
+
+
+@pytest.mark.parametrize("n_min_trials, pruned_after_one", [(1, True), (2, False)])
+def test_median_pruner_waits_for_n_min_trials_at_a_step(n_min_trials, pruned_after_one):
+    import optuna
+
+    pruner = study.make_pruner({"name": "median", "n_startup_trials": 0, "n_warmup_steps": 0,
+                                "n_min_trials": n_min_trials})
+    s = optuna.create_study(pruner=pruner)
+
+    def finish(value):
+        trial = s.ask()
+        trial.report(value, step=59)
+        s.tell(trial, value)
+
+    def worse_trial_is_pruned():
+        trial = s.ask()
+        trial.report(2.0, step=59)
+        return trial.should_prune()
+
+    finish(1.0)
+    assert worse_trial_is_pruned() == pruned_after_one  # one long trial alone is "the median"
+    finish(1.0)
+    assert worse_trial_is_pruned()  # with two completed trials at the step, both settings prune

@@ -404,6 +404,9 @@ def to_study_config(cfg: DictConfig) -> StudyConfig:
     p.check(s.sampler.name in ("tpe", "random"), f"study.sampler.name={s.sampler.name!r} is unknown (fix: tpe or random)")
     p.check(s.pruner.name in ("median", "threshold", "none"),
             f"study.pruner.name={s.pruner.name!r} is unknown (fix: median, threshold or none)")
+    n_min = s.pruner.get("n_min_trials", 1)
+    p.check(isinstance(n_min, int) and n_min >= 1,
+            f"study.pruner.n_min_trials={n_min!r} must be an integer >= 1 (fix: study.pruner.n_min_trials=2)")
     p.check(s.pruner.name != "threshold" or isinstance(s.pruner.get("upper"), (int, float)),
             "study.pruner.name=threshold needs a number study.pruner.upper (fix: +study.pruner.upper=3.0)")
     space = _leaf_specs(OmegaConf.to_container(s.search_space) if s.search_space else {})

@@ -91,8 +91,11 @@ def make_pruner(cfg: dict) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if cfg["name"] == "threshold":  # prune any trial whose val loss is above `upper`
         return optuna.pruners.ThresholdPruner(upper=cfg["upper"], n_warmup_steps=cfg.get("n_warmup_steps", 1))
+    # n_min_trials: prune at a step only against that many completed trials that reached it; with 1,
+    # the first long trial alone is "the median" at every step shorter trials never reach
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("n_startup_trials", 2),
-                                       n_warmup_steps=cfg.get("n_warmup_steps", 1))
+                                       n_warmup_steps=cfg.get("n_warmup_steps", 1),
+                                       n_min_trials=cfg.get("n_min_trials", 1))
 
 
 def existing_study(study_cfg: StudyConfig) -> optuna.Study:
