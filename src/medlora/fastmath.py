@@ -19,8 +19,8 @@ mlx-lm's own.
 Not used in the loss: on a (positions x 49,152) logits matrix ``mx.compile`` does not fuse the
 polynomial's steps on the CPU, and their full-size intermediates multiplied the evaluation's
 memory peak by ~5 (measured 1.25 GB more for 1,272 positions), which the study's memory cap
-cannot afford; in SwiGLU (4 x 160 x 1,536 per layer) they are a few MB. ``tests/test_loss.py`` checks loss and gradients against
-mlx-lm's ``default_loss`` with the stock kernels.
+cannot afford; in SwiGLU (4 x 160 x 1,536 per layer) they are a few MB. ``tests/test_loss.py``
+checks loss and gradients against mlx-lm's ``default_loss`` with the stock kernels.
 """
 
 from __future__ import annotations
