@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ "$(uname -s)" = Linux ] && ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then
+# (grep reads all of ldconfig's output: with -q it would stop early, ldconfig would die of SIGPIPE,
+# and pipefail would report "not found")
+if [ "$(uname -s)" = Linux ] && ! /sbin/ldconfig -p 2>/dev/null | grep 'libopenblas.so.0' >/dev/null; then
   sudo=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
   if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
     echo "setup: installing OpenBLAS (libopenblas0-pthread) for ~10x faster CPU training"
-    $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null \
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null \
       || echo "setup: warning: could not install libopenblas0-pthread; training will run ~10x slower"
   else
     echo "setup: warning: install OpenBLAS (Debian/Ubuntu: libopenblas0-pthread) for ~10x faster CPU training"
