@@ -18,14 +18,17 @@ import sys
 
 WORKER = r"""
 import json, sys, time
-from medlora.blas import load_fast_blas
-blas = load_fast_blas()
+import medlora  # loads the BLAS that MEDLORA_BLAS names, before mlx
+from medlora.models.blas import blas_in_use
+blas = blas_in_use()
 import mlx.core as mx, mlx.optimizers as optim
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.trainer import TrainingArgs, train
-from medlora import data, models
 from medlora.config import load_run_config
-from medlora.train import add_lora, batch_iterator, load_datasets
+from medlora.data import splits as data
+from medlora.models import load as models
+from medlora.training.batches import batch_iterator, load_datasets
+from medlora.training.lora import add_lora
 
 steps, batch_size, overrides = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 cfg = load_run_config([f"train.batch_size={batch_size}", *overrides])

@@ -56,7 +56,7 @@ def run(cmd: list[str], env: dict) -> str:
 
 
 def matmul_peak_gflops() -> float:
-    code = ("from medlora.blas import load_fast_blas; load_fast_blas()\nimport time, mlx.core as mx\n"
+    code = ("import medlora\nimport time, mlx.core as mx\n"
             "a=mx.random.normal((1024,1024)); b=mx.random.normal((1024,1024)); mx.eval(a@b)\n"
             "t=time.perf_counter()\nfor _ in range(20): mx.eval(a@b)\n"
             "print(2*1024**3*20/(time.perf_counter()-t)/1e9)")
@@ -73,9 +73,10 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true", help="skip (a), the slow reference-BLAS run")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from medlora import blas, data, models
     from medlora.config import load_run_config
+    from medlora.data import splits as data
+    from medlora.models import blas
+    from medlora.models import load as models
 
     # mlx-lm cuts long examples mid-sentence: (c) does the same here, so all three see the same tokens
     cfg = load_run_config(["train.truncation=hard"])
@@ -99,7 +100,7 @@ def main() -> None:
         t = time.perf_counter()
         results["b"] = parse(run(mlx_lm, {**base_env, "LD_PRELOAD": openblas or ""}))
         results["b"]["wall"] = time.perf_counter() - t
-        medlora = [sys.executable, "-m", "medlora.cli", "train", f"train.batch_size={args.batch_size}",
+        medlora = [sys.executable, "-m", "medlora", "train", f"train.batch_size={args.batch_size}",
                    f"train.iters={args.iters}", f"lora.num_layers={args.num_layers}",
                    f"train.max_seq_length={args.max_seq_length}", "train.truncation=hard", "train.steps_per_report=1",
                    f"train.steps_per_eval={args.iters}", f"train.val_examples={args.val_examples}",
@@ -133,13 +134,11 @@ def main() -> None:
 
 def validation_tokens(cfg, split_dir: Path, model_dir, val_examples: int) -> int:
     """Answer tokens in the validation subset medlora evaluates (its cached tokenization)."""
-    from dataclasses import replace
-
     from mlx_lm.utils import load_tokenizer
 
-    from medlora.train import load_datasets
+    from medlora.training.batches import load_datasets
 
-    run_cfg = replace(cfg, train=replace(cfg.train, val_examples=val_examples))
+    run_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"val_examples": val_examples})})
     _, valid = load_datasets(run_cfg, split_dir, load_tokenizer(Path(model_dir)), model_key=Path(model_dir).name)
     return sum(len(tokens) - offset for tokens, offset in (valid[i] for i in range(len(valid))))
 

@@ -1,18 +1,16 @@
-"""Shared fixtures. The optimized BLAS is loaded before anything imports mlx (see medlora.blas)."""
+"""Shared fixtures. ``import medlora`` loads the optimized BLAS before anything imports mlx (medlora.models.blas)."""
 
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
 
-from medlora.blas import load_fast_blas
-
-load_fast_blas()
+import medlora  # noqa: F401  (first: it loads the optimized BLAS before mlx)
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from medlora.config import PROJECT_ROOT  # noqa: E402
+from medlora.data.csv_input import PACKAGED_CSV  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +22,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_csv(tmp_path_factory) -> Path:
     """400 MedQuAD rows (enough focus groups for a grouped split), gzipped like the real file."""
-    frame = pd.read_csv(PROJECT_ROOT / "data" / "medquad.csv.gz", nrows=400)
+    frame = pd.read_csv(PACKAGED_CSV, nrows=400)
     path = tmp_path_factory.mktemp("csv") / "small.csv.gz"
     with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
         frame.to_csv(f, index=False)

@@ -141,7 +141,7 @@ def test_corpus_has_at_least_thirty_cases():
 
 def test_missing_or_corrupt_adapter_is_refused_before_the_alias_moves(tmp_path):
     from medlora.errors import UserError
-    from medlora.promote import check_adapter
+    from medlora.registry.promote import check_adapter
 
     folder = tmp_path / "adapter"
     folder.mkdir()

@@ -1,8 +1,8 @@
 """medlora's command line: ``medlora <command> [key=value ...]``.
 
-Each command composes the Hydra config in ``conf/`` with the overrides given,
-validates it once, and calls one module function. User mistakes print one line
-and exit with code 2.
+Each command composes the Hydra config (the workspace's ``conf/``, then the packaged
+defaults) with the overrides given, checks it once, and calls one function of a stage
+below. User mistakes print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medlora.blas import load_fast_blas
+import medlora  # noqa: F401  (loads the optimized BLAS before anything imports mlx)
 
 EPILOG = """\
-overrides are Hydra's key=value syntax, over the config groups in conf/:
+overrides are Hydra's key=value syntax, over the config groups (`medlora train --cfg` shows them all):
   model=smollm2_135m|tiny_random|gemma_2b_quantized   lora.rank=16  lora.num_layers=8
   train.batch_size=4  train.iters=200  train.learning_rate=2e-4  train.max_seq_length=256
   data.csv=my_pairs.csv  paths.mlruns=other/mlruns  experiment=seed_baseline|quick
 
 examples:
+  medlora init my-work && cd my-work       # a workspace: your configs in conf/, outputs beside them
   medlora prepare                          # clean + split data/medquad.csv.gz
   medlora train                            # one LoRA run of the embedded SmolLM2-135M
   medlora train experiment=seed_baseline   # the original hand-picked settings
@@ -36,10 +37,12 @@ examples:
   medlora ui                               # MLflow UI on the project's store
   medlora train --cfg                      # print the composed config and exit
 
-Runs are tracked in MLflow under mlruns/ (sqlite:///mlruns/mlflow.db + mlruns/artifacts/).
+Runs are tracked in MLflow under the workspace's mlruns/ (sqlite:///mlruns/mlflow.db + mlruns/artifacts/).
+The workspace is the nearest folder upwards holding .medlora (else the current folder).
 """
 
 COMMANDS = {
+    "init": "make a folder a workspace: conf/ with an example experiment and study to edit, data/, outputs",
     "prepare": "clean, dedupe and split the question/answer CSV into chat JSONL (train/valid/test)",
     "train": "one LoRA fine-tuning run, logged to MLflow (losses, samples, memory, adapters)",
     "sweep": "run (or resume) an Optuna study over conf/study: trials under a memory cap, pruned early",
@@ -62,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "init":
+            p.add_argument("folder", nargs="?", default=".", help="the folder to make a workspace (default: here)")
+            continue
         if name == "ask":
             p.add_argument("question", help="the question, quoted")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
@@ -92,19 +98,28 @@ def overrides_from_file(path: str) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def cmd_prepare(cfg, composed, args) -> None:
-    from medlora import data
+def cmd_init(args) -> None:
+    from medlora.config.workspace import init
 
+    written = init(args.folder)
+    root = written[0].parent
+    print(f"medlora: workspace ready in {root}: edit {', '.join(str(p.relative_to(root)) for p in written[1:])}")
+    print(f"medlora: next: cd {root} && medlora train experiment=quick")
+
+
+def cmd_prepare(cfg, composed, args) -> None:
     import json
 
-    split_dir = data.prepare_from_config(cfg.data, cfg.paths.processed)
+    from medlora.data import splits
+
+    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
     counts = json.loads((split_dir / "manifest.json").read_text())["counts"]
     print(f"medlora: {counts}", file=sys.stderr)
     print(split_dir)
 
 
 def cmd_train(cfg, composed, args) -> None:
-    from medlora.train import train
+    from medlora.training.run import train
 
     result = train(cfg)
     print(
@@ -116,8 +131,8 @@ def cmd_train(cfg, composed, args) -> None:
 
 def cmd_sweep(cfg, composed, args) -> None:
     from medlora.config import to_study_config
-    from medlora.report import best_trial, trials_frame
-    from medlora.study import run_study
+    from medlora.study.report import best_trial, trials_frame
+    from medlora.study.search import run_study
 
     study_cfg = to_study_config(composed)
     study = run_study(study_cfg, cfg, list(args.overrides))
@@ -133,8 +148,8 @@ def cmd_sweep(cfg, composed, args) -> None:
 
 def cmd_report(cfg, composed, args) -> None:
     from medlora.config import to_study_config
-    from medlora.report import write_study_outputs
-    from medlora.study import existing_study
+    from medlora.study.report import write_study_outputs
+    from medlora.study.storage import existing_study
 
     study_cfg = to_study_config(composed)
     out = write_study_outputs(existing_study(study_cfg), study_cfg)
@@ -142,10 +157,11 @@ def cmd_report(cfg, composed, args) -> None:
 
 
 def cmd_promote(cfg, composed, args) -> None:
-    from medlora import promote
     from medlora.config import to_study_config
+    from medlora.registry import promote
+    from medlora.registry.names import registered_name
 
-    name = promote.registered_name(cfg)
+    name = registered_name(cfg)
     if args.rollback:
         now, before = promote.rollback(cfg)
         print(f"medlora: {name}: champion is version {now.version} again"
@@ -157,29 +173,14 @@ def cmd_promote(cfg, composed, args) -> None:
 
 
 def cmd_ask(cfg, composed, args) -> None:
-    from medlora import answer, retrieval, safety
+    from medlora.answers.ask import ask
 
-    red_flag = safety.triage(args.question)
-    if red_flag is not None:  # never a generated answer
-        print(red_flag.message)
-        return
-    hits = answer.retrieve(cfg, args.question, max(cfg.ask.sources, cfg.ask.rag_passages if cfg.ask.rag else 0))
-    model, tokenizer, version = answer.load_with_champion(cfg)
-    prompt = retrieval.context_prompt(args.question, hits[: cfg.ask.rag_passages]) if cfg.ask.rag else args.question
-    for piece in answer.stream_answer(model, tokenizer, prompt, max_tokens=cfg.generation.max_tokens,
-                                      system_prompt=cfg.data.system_prompt, settings=cfg.generation):
+    for piece in ask(cfg, args.question):
         print(piece, end="", flush=True)
-    print(f"\n\n{safety.DISCLAIMER}")
-    cited = retrieval.sources(hits[: cfg.ask.sources])
-    if cited:
-        print("Sources (related NIH pages):")
-        for url in cited:
-            print(f"  - {url}")
-    print(f"[{cfg.model.name} + champion adapter v{version.version}{', retrieval-augmented' if cfg.ask.rag else ''}]")
 
 
 def cmd_evaluate(cfg, composed, args) -> None:
-    from medlora.evaluate import evaluate
+    from medlora.answers.evaluate import evaluate
 
     table, out, md = evaluate(cfg)
     print(md)
@@ -204,7 +205,6 @@ def _stop_on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_fast_blas()  # must precede any import of mlx
     import signal
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            cmd_init(args)
+            return 0
         if getattr(args, "from_file", None):
             args.overrides = overrides_from_file(args.from_file) + list(args.overrides)
         composed = compose(args.overrides)

@@ -1,0 +1,181 @@
+"""Held-out evaluation: base model vs adapter vs retrieval baseline vs retrieval-augmented answers.
+
+On a seeded sample of the **test** split (never trained on, never used to pick a trial):
+
+- ``base``: the embedded model as shipped;
+- ``adapter``: base + a LoRA adapter (the registry's ``champion`` by default);
+- ``retrieval``: no model at all, the answer of the nearest training question (BM25);
+- ``rag``: the adapter model given the retrieved answers as context (``ask.rag=true``).
+
+Every row is scored against the reference answer with the same metrics: ROUGE-L F1
+(``rouge-score``), cosine similarity of all-MiniLM-L6-v2 sentence embeddings
+(:mod:`medlora.embeddings`), the share of answers that repeat a word 4-gram, and the mean
+length in words. Model rows also get the test loss (mean answer-token cross-entropy, the
+training objective) and its perplexity. Generation settings come from ``generation`` and are
+the same for every row.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from medlora import tracking
+from medlora.answers.metrics import METRICS, Row, evaluation_figure, markdown_table, score
+from medlora.answers.retrieval import BM25, context_prompt
+from medlora.config import RunConfig
+from medlora.data import splits
+from medlora.errors import UserError
+from medlora.files import publish_dir
+from medlora.models.generation import generate_answers, load_with_adapter
+from medlora.models.load import load_model
+
+def test_sample(cfg: RunConfig) -> list[dict]:
+    """``evaluate.questions`` records of the test split, a seeded sample (all of it if smaller)."""
+    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
+    records = splits.load_split(split_dir, "test")
+    if not records:
+        raise UserError(f"the test split of {cfg.data.csv} is empty (fix: data.test_fraction above 0)")
+    return random.Random(cfg.evaluate.seed).sample(records, min(cfg.evaluate.questions, len(records)))
+
+
+def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:
+    """Mean answer-token cross-entropy on ``records`` (truncated like training), with the training loss."""
+    from mlx_lm.tuner.trainer import evaluate as mlx_evaluate
+
+    from medlora.data.tokenize import encode_chats
+    from medlora.models.fastmath import fast_kernels
+    from medlora.training.batches import batch_iterator
+    from medlora.training.loss import training_loss
+
+    dataset = encode_chats(records, tokenizer, mask_prompt=cfg.train.mask_prompt,
+                           max_seq_length=cfg.train.max_seq_length, truncation=cfg.train.truncation)
+    loss, _, extend = training_loss(cfg.train, model)
+    batch = min(cfg.evaluate.loss_batch_size, len(dataset))
+    model.eval()
+    with fast_kernels(model, cfg.train.fast_math):
+        return mlx_evaluate(model, dataset, batch_size=batch, num_batches=-1,
+                            max_seq_length=cfg.train.max_seq_length, loss=loss,
+                            iterate_batches=batch_iterator(0, batch, extend_eval=extend))
+
+
+def resolve_adapter(cfg: RunConfig, dst: Path) -> tuple[Path, str, object]:
+    """The adapter folder named by ``evaluate.adapter`` (downloaded into ``dst``), a label for it, and
+    its registered model version (for the champion; else None)."""
+    import mlflow
+
+    from medlora.registry.champion import champion_adapter
+
+    name = cfg.evaluate.adapter
+    if name == "champion":
+        folder, version = champion_adapter(cfg, dst)
+        return folder, f"champion v{version.version}", version
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser(), name, None
+    if re.fullmatch(r"[0-9a-f]{32}", name):
+        tracking.require_store(cfg.paths, "(fix: evaluate.adapter=champion or an adapter folder)")
+        tracking.connect(cfg.paths)
+        try:
+            folder = mlflow.artifacts.download_artifacts(f"runs:/{name}/adapters/best", dst_path=str(dst))
+        except Exception as err:
+            raise UserError(f"run {name} has no adapters/best artifact ({type(err).__name__}) "
+                            "(fix: evaluate.adapter=<id of a finished training run>)") from None
+        return Path(folder), f"run {name[:8]}", None
+    raise UserError(f"evaluate.adapter={name!r} is not 'champion', a 32-hex MLflow run id or an adapter folder "
+                    "(fix: evaluate.adapter=champion)")
+
+
+def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: str) -> list[str]:
+    from tqdm import tqdm
+
+    with tqdm(total=len(prompts), desc=f"medlora: {label} answers", unit="q", file=sys.stderr) as bar:
+        return generate_answers(model, tokenizer, prompts, max_tokens=cfg.generation.max_tokens,
+                                system_prompt=cfg.data.system_prompt, settings=cfg.generation,
+                                batch_size=cfg.evaluate.generation_batch_size, on_batch=bar.update)
+
+
+def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, object]:
+    """Answers (and test losses) for every configured row; returns the rows, the adapter's label and its
+    registered version (None unless it is the champion)."""
+    wanted = cfg.evaluate.rows
+    questions = [r["messages"][-2]["content"] for r in records]
+    rows, label, version = [], "-", None
+    if "base" in wanted:
+        model, tokenizer = load_model(cfg.model, cfg.paths.models)
+        loss = test_loss(cfg, model, tokenizer, records)
+        rows.append(Row("base", generate_all(cfg, model, tokenizer, questions, "base"), loss))
+    index = None
+    if {"retrieval", "rag"} & set(wanted):
+        split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
+        index = BM25(splits.load_split(split_dir, "train"))
+    if "retrieval" in wanted:
+        rows.append(Row("retrieval", [_top_answer(index, q) for q in questions]))
+    if {"adapter", "rag"} & set(wanted):
+        with tempfile.TemporaryDirectory(prefix="medlora-eval-") as tmp:
+            folder, label, version = resolve_adapter(cfg, Path(tmp))
+            model, tokenizer = load_with_adapter(cfg, folder)
+        if "adapter" in wanted:
+            loss = test_loss(cfg, model, tokenizer, records)
+            rows.append(Row("adapter", generate_all(cfg, model, tokenizer, questions, "adapter"), loss))
+        if "rag" in wanted:
+            prompts = [context_prompt(q, index.search(q, cfg.ask.rag_passages)) for q in questions]
+            rows.append(Row("rag", generate_all(cfg, model, tokenizer, prompts, "rag")))
+    order = {name: i for i, name in enumerate(wanted)}
+    return sorted(rows, key=lambda r: order[r.name]), label, version
+
+
+def _top_answer(index, question: str) -> str:
+    hits = index.search(question, 1)
+    return hits[0].record["messages"][-1]["content"] if hits else ""
+
+
+def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
+    """Run the evaluation, record it in MLflow and ``<paths.experiments>/evaluation/``; return the table."""
+    import mlflow
+    import pandas as pd
+
+    from medlora.models.embeddings import SentenceEmbedder
+
+    embedder = SentenceEmbedder.load()  # fails fast, before minutes of generation, when it is missing
+    records = test_sample(cfg)
+    rows, label, version = run_rows(cfg, records)
+    references = [r["messages"][-1]["content"] for r in records]
+    print(f"medlora: scoring {len(rows)} rows x {len(records)} answers", file=sys.stderr)
+    table = score(rows, references, embedder)
+
+    answers = pd.DataFrame({"question": [r["messages"][-2]["content"] for r in records], "reference": references,
+                            "url": [r.get("url") or "" for r in records],
+                            **{row.name: row.answers for row in rows}})
+    md = markdown_table(table, label, len(records))
+    figure = evaluation_figure(table, title=f"test split, {len(records)} questions")
+    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name or "evaluate",
+                              tags={"medlora.kind": "evaluation", "adapter": label}) as run:
+        mlflow.log_params({"evaluate.questions": len(records), "evaluate.seed": cfg.evaluate.seed,
+                           "evaluate.adapter": cfg.evaluate.adapter, "adapter_label": label,
+                           **{f"generation.{k}": v for k, v in cfg.generation.model_dump().items()}})
+        mlflow.log_metrics({f"{t['row']}.{m}": t[m] for t in table for m in METRICS if math.isfinite(t[m])})
+        mlflow.log_table(pd.DataFrame(table), artifact_file="evaluation.json")
+        mlflow.log_table(answers, artifact_file="answers.json")
+        mlflow.log_text(md, "evaluation.md")
+        mlflow.log_figure(figure, "evaluation.png")
+        out = cfg.paths.experiments / "evaluation" / run.info.run_id
+        texts = {"evaluation.csv": pd.DataFrame(table).to_csv(index=False), "evaluation.md": md,
+                 "answers.csv": answers.to_csv(index=False)}
+
+        def fill(tmp: Path) -> None:
+            for name, text in texts.items():
+                (tmp / name).write_text(text)
+            figure.savefig(tmp / "evaluation.png")
+
+        publish_dir(out, fill, marker="evaluation.md")
+    if version is not None:  # the champion's model card gets the table
+        from mlflow.tracking import MlflowClient
+
+        from medlora.registry import model_card
+
+        model_card.write(MlflowClient(), cfg, version, md)
+    return table, out, md

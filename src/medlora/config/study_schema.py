@@ -1,0 +1,83 @@
+"""The typed shape of the ``study`` config group: what is searched, how, under which memory cap.
+
+Like :mod:`medlora.config.schema`: frozen, strict, no defaults (they live in
+``conf/study/*.yaml``), checked once by :func:`medlora.config.to_study_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from medlora.config.schema import AnyPath, Name, NonNegativeInt, PositiveInt, Section, Strings
+
+
+class ParamSpec(Section):
+    """One searched config key and its distribution."""
+
+    key: str  # a run-config key, e.g. "train.batch_size"
+    type: Literal["categorical", "int", "float"]
+    choices: Annotated[tuple, Field(strict=False)] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpec:
+        where = f"study.search_space {self.key}"
+        if self.type == "categorical" and not self.choices:
+            raise ValueError(f"{where}: categorical needs a non-empty choices list "
+                             "(fix: {type: categorical, choices: [1, 2, 4]})")
+        if self.type != "categorical":
+            if self.low is None or self.high is None or self.low > self.high:
+                raise ValueError(f"{where}: {self.type} needs low <= high "
+                                 f"(fix: {{type: {self.type}, low: 1, high: 8}})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"{where}: a log scale needs low > 0 (fix: raise low)")
+        return self
+
+
+class SamplerConfig(Section):
+    name: Literal["tpe", "random"]
+    seed: int | None
+    n_startup_trials: PositiveInt  # random trials before TPE starts modelling
+
+
+class PrunerConfig(Section):
+    name: Literal["median", "threshold", "none"]
+    n_startup_trials: NonNegativeInt  # trials that are never pruned (they set the median)
+    n_warmup_steps: NonNegativeInt  # steps before any pruning
+    n_min_trials: PositiveInt  # completed trials that must have reached a step before one is compared there
+    upper: float | None = None  # threshold pruner: prune a trial whose val loss is above this
+
+    @model_validator(mode="after")
+    def _threshold_has_upper(self) -> PrunerConfig:
+        if self.name == "threshold" and self.upper is None:
+            raise ValueError("study.pruner.name=threshold needs a number study.pruner.upper "
+                             "(fix: +study.pruner.upper=3.0)")
+        return self
+
+
+class StudyConfig(Section):
+    name: Name
+    n_trials: PositiveInt
+    timeout_minutes: Annotated[float, Field(gt=0)]
+    memory_cap_gb: Annotated[float, Field(gt=0)]
+    storage: str  # SQLAlchemy URL or journal:<file> of the Optuna storage (resolved: never null)
+    heartbeat_seconds: PositiveInt  # RDB storages: a running trial's heartbeat interval
+    grace_seconds: PositiveInt  # RDB storages: a trial silent this long is failed and retried
+    enqueue_baseline: bool  # trial 0 = the run config's own values (moved into the search space)
+    sampler: SamplerConfig
+    pruner: PrunerConfig
+    search_space: Annotated[tuple[ParamSpec, ...], Field(strict=False)]
+    trial_overrides: Strings  # "key=value" applied to every trial
+    dir: AnyPath  # <paths.experiments>/<name>: optuna.db, trials.csv, best.yaml, figures/
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> StudyConfig:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"study.grace_seconds={self.grace_seconds} must exceed study.heartbeat_seconds="
+                             f"{self.heartbeat_seconds} (fix: study.grace_seconds=3x the heartbeat)")
+        return self

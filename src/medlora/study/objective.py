@@ -1,0 +1,126 @@
+"""One trial: sample a configuration, check it fits the memory cap, train it, report back.
+
+    sample params (conf/study) -> RunConfig -> predicted peak memory
+        over the cap?   never trained: constraint = predicted - cap, recorded, pruned
+        otherwise       train (nested MLflow run) with a pruning callback and a memory guard
+                        -> value = best validation loss, constraint = measured peak - cap
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import mlflow
+import optuna
+from mlx_lm.tuner.callbacks import TrainingCallback
+
+from medlora import tracking
+from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
+from medlora.training import memory, memory_guard
+from medlora.training.run import train
+
+
+class PruningCallback(TrainingCallback):
+    """Report every validation loss to the trial; raise ``TrialPruned`` when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def on_val_loss_report(self, info: dict) -> None:
+        self.trial.report(info["val_loss"], step=info["iteration"])
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"val loss {info['val_loss']:.3f} at iteration {info['iteration']} "
+                                     "is worse than the median of earlier trials")
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    study_cfg: StudyConfig
+    base_overrides: tuple[str, ...]  # the user's command-line overrides (minus study.*)
+    memory_model: memory.MemoryModel
+
+
+def suggest(trial: optuna.Trial, spec: ParamSpec):
+    if spec.type == "categorical":
+        return trial.suggest_categorical(spec.key, list(spec.choices))
+    if spec.type == "int":
+        return trial.suggest_int(spec.key, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(spec.key, float(spec.low), float(spec.high), step=spec.step, log=spec.log)
+
+
+def trial_overrides(ctx: StudyContext, params: dict) -> list[str]:
+    return [*ctx.base_overrides, *ctx.study_cfg.trial_overrides, *(f"{k}={v}" for k, v in params.items())]
+
+
+def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
+    return n_blocks if cfg.lora.num_layers == -1 else cfg.lora.num_layers
+
+
+def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
+    cap = ctx.study_cfg.memory_cap_gb
+    params = {spec.key: suggest(trial, spec) for spec in ctx.study_cfg.search_space}
+    overrides = trial_overrides(ctx, params)
+    trial.set_user_attr("overrides", overrides)
+    cfg = load_run_config(overrides + [f"run_name=trial-{trial.number:03d}",
+                                       f"experiment_name={ctx.study_cfg.name}"])
+    predicted = ctx.memory_model.predict_gb(cfg.train.batch_size, cfg.train.max_seq_length,
+                                            lora_layers(cfg, n_blocks))
+    trial.set_user_attr("predicted_peak_gb", round(predicted, 4))
+    tags = {"study": ctx.study_cfg.name, "trial_number": str(trial.number)}
+    summary = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in params.items())
+
+    if predicted > cap:
+        skip_infeasible(trial, cfg, tags, predicted, cap, summary)
+
+    print(f"medlora: trial {trial.number} ({summary}), predicted peak {predicted:.2f} GB", file=sys.stderr)
+    try:
+        result = train(
+            cfg, nested=True, tags=tags,
+            extra_callbacks=[PruningCallback(trial), memory_guard.MemoryGuard(cap)],
+            extra_params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)},
+            stop_exceptions=(optuna.TrialPruned, memory_guard.MemoryCapExceeded),
+        )
+    except memory_guard.MemoryCapExceeded as over:
+        trial.set_constraint("memory_gb", over.peak_gb - cap)
+        set_user_attrs(trial, {"state": "OVER_CAP", "reason": str(over), "measured_peak_gb": over.peak_gb})
+        raise optuna.TrialPruned(str(over)) from None
+    except optuna.TrialPruned as pruned:
+        peak = mlx_peak_gb()
+        trial.set_constraint("memory_gb", peak - cap)
+        set_user_attrs(trial, {"state": "PRUNED", "reason": str(pruned), "measured_peak_gb": peak})
+        raise
+    trial.set_constraint("memory_gb", result.peak_memory_gb - cap)
+    set_user_attrs(trial, {
+        "state": "COMPLETE", "run_id": result.run_id, "measured_peak_gb": result.peak_memory_gb,
+        "peak_rss_gb": result.peak_rss_gb, "trained_tokens": result.trained_tokens,
+        "seconds": round(result.seconds, 1), "best_iteration": result.best_iteration,
+    })
+    mlflow.log_metrics({"trial_value": result.best_val_loss}, run_id=result.run_id)
+    return result.best_val_loss
+
+
+def skip_infeasible(trial: optuna.Trial, cfg: RunConfig, tags: dict, predicted: float, cap: float,
+                    summary: str) -> None:
+    """Record a trial predicted over the cap as never trained (constraint, tags, a run) and prune it."""
+    reason = f"predicted peak {predicted:.2f} GB > cap {cap:.2f} GB: not trained"
+    trial.set_constraint("memory_gb", predicted - cap)
+    set_user_attrs(trial, {"state": "INFEASIBLE", "reason": reason})
+    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=True,
+                              tags={**tags, "trial_state": "INFEASIBLE", "stopped": reason}):
+        tracking.log_config(cfg.raw, "")
+        mlflow.log_metrics({"predicted_peak_gb": predicted, "memory_cap_gb": cap})
+    print(f"medlora: trial {trial.number} ({summary}) skipped: {reason}", file=sys.stderr)
+    raise optuna.TrialPruned(reason)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def mlx_peak_gb() -> float:
+    import mlx.core as mx
+
+    return mx.get_peak_memory() / memory_guard.GB

@@ -1,0 +1,154 @@
+"""A study's outputs: trials.csv, best.yaml and figures/, from its Optuna storage.
+
+Built on Optuna's own pieces (``trials_dataframe``, ``best_trial``, which skips trials that
+break a constraint, and ``optuna.visualization.matplotlib``); medlora adds its trial states
+(INFEASIBLE, OVER_CAP: pruned in Optuna's terms) and the predicted-vs-measured memory plot.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from optuna.visualization import matplotlib as ov  # noqa: E402
+
+from medlora.config import StudyConfig  # noqa: E402
+from medlora.files import write_file  # noqa: E402
+
+TRIAL_COLUMNS = ["number", "state", "value", "baseline", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
+                 "trained_tokens", "seconds", "reason", "run_id"]
+
+
+def trial_state(trial) -> str:
+    """COMPLETE / PRUNED / INFEASIBLE / OVER_CAP / FAILED / RUNNING, as medlora names them."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return trial.user_attrs.get("state", trial.state.name)
+    return trial.state.name
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, value, predicted and measured peak memory, tokens, seconds, params."""
+    frame = study.trials_dataframe(attrs=("number", "value", "duration", "params", "user_attrs"))
+    if frame.empty:
+        return pd.DataFrame(columns=TRIAL_COLUMNS)
+    frame.columns = [c.removeprefix("user_attrs_").removeprefix("params_") for c in frame.columns]
+    frame["state"] = [trial_state(t) for t in study.get_trials(deepcopy=False)]
+    frame["baseline"] = frame.get("baseline", pd.Series(False, index=frame.index)).fillna(False).astype(bool)
+    for column in TRIAL_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    if "duration" in frame:  # trials that set no `seconds` (failed, infeasible): their wall time
+        frame["seconds"] = frame["seconds"].fillna(frame["duration"].dt.total_seconds().round(1))
+    params = sorted({p for t in study.get_trials(deepcopy=False) for p in t.params})
+    return frame[TRIAL_COLUMNS + params]
+
+
+def best_trial(study: optuna.Study):
+    """The best COMPLETE trial within the memory cap (Optuna's ``best_trial`` honours constraints), or None."""
+    try:
+        return study.best_trial
+    except ValueError:  # no complete feasible trial yet
+        return None
+
+
+def val_curves_figure(study: optuna.Study):
+    """Optuna's intermediate-values plot, its y axis clipped so that a diverged trial flattens no other."""
+    fig = optuna_figure(ov.plot_intermediate_values, study)
+    if fig is None:
+        return None
+    values = sorted(v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values())
+    ax = fig.axes[0]
+    if values:
+        ax.set_ylim(values[0] * 0.97, min(values[-1], values[len(values) // 2] * 1.6) * 1.01)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Validation loss of every trial (iteration 0 = the base model)")
+    return fig
+
+
+def memory_figure(frame: pd.DataFrame, cap_gb: float):
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    ran = frame[frame["measured_peak_gb"].notna()] if not frame.empty else frame
+    skipped = frame[frame["state"] == "INFEASIBLE"] if not frame.empty else frame
+    if len(ran):
+        ax.scatter(ran["predicted_peak_gb"], ran["measured_peak_gb"], label="trained", color="tab:blue")
+        for _, r in ran.iterrows():
+            ax.annotate(f"#{r['number']}", (r["predicted_peak_gb"], r["measured_peak_gb"]), fontsize=7)
+    if len(skipped):
+        ax.scatter(skipped["predicted_peak_gb"], [cap_gb] * len(skipped), marker="x", color="tab:red",
+                   label="predicted over cap (never trained)")
+    values = [v for v in [*frame.get("predicted_peak_gb", []), *frame.get("measured_peak_gb", []), cap_gb]
+              if v is not None and v == v]
+    hi = max(values) * 1.1 if values else cap_gb * 1.2
+    ax.plot([0, hi], [0, hi], ls=":", color="gray", label="measured = predicted")
+    ax.axhline(cap_gb, color="tab:red", ls="--", label=f"cap {cap_gb:g} GB")
+    ax.axvline(cap_gb, color="tab:red", ls="--", alpha=0.4)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("predicted peak (GB)")
+    ax.set_ylabel("measured MLX peak (GB)")
+    ax.set_title("Memory: predicted vs measured")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def optuna_figure(plot_fn, study: optuna.Study):
+    """An ``optuna.visualization.matplotlib`` plot as a Figure (None when it has too few trials)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            ax = plot_fn(study)
+        except (ValueError, RuntimeError):
+            return None
+    fig = ax.figure
+    fig.set_size_inches(7, 4.5)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def best_yaml(study: optuna.Study, trial) -> str:
+    """A file `medlora train --from FILE` reads: the overrides that reproduce ``trial``."""
+    overrides = list(trial.user_attrs.get("overrides", []))
+    header = (f"# Best trial #{trial.number} of study {study.study_name}: best validation loss {trial.value:.4f}\n"
+              f"# Reproduce it with:  medlora train --from <this file>\n")
+    return header + yaml.safe_dump({"overrides": overrides, "trial": trial.number, "value": float(trial.value),
+                                    "params": dict(trial.params)}, sort_keys=False)
+
+
+def write_study_outputs(study: optuna.Study, study_cfg: StudyConfig, parent_run: bool = False) -> dict:
+    """trials.csv, best.yaml and figures/ under the study folder (and on the active MLflow run)."""
+    out = study_cfg.dir
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(study)
+    write_file(out / "trials.csv", frame.to_csv(index=False))
+    figures = {
+        "val_loss_curves.png": val_curves_figure(study),
+        "optimization_history.png": optuna_figure(ov.plot_optimization_history, study),
+        "param_importances.png": optuna_figure(ov.plot_param_importances, study),
+        "memory_predicted_vs_measured.png": memory_figure(frame, study_cfg.memory_cap_gb),
+    }
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(out / "figures" / name)
+    best = best_trial(study)
+    if best is not None:
+        write_file(out / "best.yaml", best_yaml(study, best))
+    if parent_run:
+        import mlflow
+
+        mlflow.log_artifact(str(out / "trials.csv"))
+        mlflow.log_artifacts(str(out / "figures"), "figures")
+        if best is not None:
+            mlflow.log_artifact(str(out / "best.yaml"))
+            mlflow.log_metrics({"best_value": best.value, "best_trial": best.number})
+    return {"trials": frame, "best": best}

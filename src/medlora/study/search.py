@@ -1,0 +1,140 @@
+"""Run (or resume) a study: calibrate the memory model, then trials until ``n_trials`` have finished.
+
+Running the same command again resumes the study; several workers may share one storage.
+Everything a user can get wrong is checked before the study, its storage or its MLflow run
+is created.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+
+from medlora import tracking
+from medlora.config import RunConfig, StudyConfig, load_run_config
+from medlora.data import splits
+from medlora.errors import UserError
+from medlora.models.load import n_blocks as count_blocks
+from medlora.study import report
+from medlora.study.objective import StudyContext, objective
+from medlora.study.storage import load_study
+from medlora.training import memory
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A worker stops when finished trials plus those other workers are running reach n_trials, so several
+# workers (or a resumed one) share one total instead of each running n_trials of their own.
+COUNTED = (*FINISHED, TrialState.RUNNING)
+
+
+def close_orphaned_runs(study: optuna.Study, parent_run_id: str) -> None:
+    """Child runs left RUNNING by a process that died: their trial is FAILED now, so the run is too."""
+    from mlflow.tracking import MlflowClient
+
+    failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    client = MlflowClient()
+    run = client.get_run(parent_run_id)
+    orphans = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for orphan in orphans:
+        if orphan.data.tags.get("trial_number") in failed:
+            client.set_tag(orphan.info.run_id, "error", "the process running this trial died; the trial was "
+                                                        "failed by its heartbeat and retried")
+            client.set_terminated(orphan.info.run_id, status="FAILED")
+
+
+def finished_count(study: optuna.Study, states=FINISHED) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def baseline_params(study_cfg: StudyConfig, run_cfg: RunConfig) -> dict:
+    """The run config's own values for the searched keys, moved into the search space where they fall outside."""
+    params = {}
+    for spec in study_cfg.search_space:
+        section, _, name = spec.key.partition(".")
+        value = run_cfg.raw.get(section, {}).get(name)
+        if spec.type == "categorical":
+            if value in spec.choices:
+                params[spec.key] = value
+            continue
+        value = min(max(value, spec.low), spec.high)
+        if spec.step:
+            value = spec.low + round((value - spec.low) / spec.step) * spec.step
+        params[spec.key] = int(value) if spec.type == "int" else float(value)
+    return params
+
+
+def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[str]) -> optuna.Study:
+    """Create or resume the study and run trials until ``n_trials`` have finished (or the timeout).
+
+    Everything a user can get wrong (data, model, search space, a cap below the model) is checked
+    before the study, its storage or its MLflow run is created.
+    """
+    n_blocks, mem = checked_memory_model(study_cfg, run_cfg, base_overrides)
+    study = load_study(study_cfg)
+    memory.save(mem, study_cfg.dir / "memory_model.json")
+    if study_cfg.enqueue_baseline and not study.get_trials(deepcopy=False):
+        # trial 0 is the run config as it stands, so the study shows what searching gained over it
+        study.enqueue_trial(baseline_params(study_cfg, run_cfg), user_attrs={"baseline": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # trials whose process died: FAILED now, retried below
+    ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
+
+    tracking.experiment_id(run_cfg.paths, study_cfg.name)
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    with tracking.tracked_run(run_cfg.paths, study_cfg.name, f"study-{study_cfg.name}", run_id=parent_id,
+                              tags={"study": study_cfg.name, "role": "study"}) as parent:
+        close_orphaned_runs(study, parent.info.run_id)
+        if parent_id is None:
+            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
+                               "storage": study_cfg.storage, **{f"memory_model.{k}": v for k, v in
+                                                                 mem.__dict__.items()}})
+        remaining = study_cfg.n_trials - finished_count(study, COUNTED)
+        if remaining > 0:
+            print(f"medlora: study {study_cfg.name}: {finished_count(study)} trials finished, running up to "
+                  f"{remaining} more (cap {study_cfg.memory_cap_gb} GB)", file=sys.stderr)
+            study.optimize(
+                lambda trial: objective(trial, ctx, n_blocks),
+                timeout=study_cfg.timeout_minutes * 60,
+                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED)],
+                catch=(),
+                gc_after_trial=True,
+            )
+        report.write_study_outputs(study, study_cfg, parent_run=True)
+    return study
+
+
+def checked_memory_model(study_cfg: StudyConfig, run_cfg: RunConfig,
+                         base_overrides: list[str]) -> tuple[int, memory.MemoryModel]:
+    """(the model's block count, the calibrated memory model), once data, layers and cap are checked."""
+    splits.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
+    n_blocks = count_blocks(run_cfg.model, run_cfg.paths.models)
+    max_layers = _max_value(study_cfg, "lora.num_layers", run_cfg.lora.num_layers)
+    if max_layers > n_blocks:
+        raise UserError(f"the search space reaches lora.num_layers={max_layers} but model {run_cfg.model.name} "
+                        f"has {n_blocks} layers (fix: lower the search space's lora.num_layers high to {n_blocks})")
+    # Calibrate on what trials run: the user's overrides plus the study's trial overrides.
+    probe_cfg = load_run_config([*base_overrides, *study_cfg.trial_overrides])
+    cache_file = study_cfg.dir / "memory_model.json"
+    print(f"medlora: memory model for the cap ({cache_file}) ...", file=sys.stderr)
+    mem = memory.load_or_calibrate(probe_cfg, n_blocks if max_layers == -1 else max_layers, cache_file)
+    if mem.base_gb * memory.SAFETY > study_cfg.memory_cap_gb:
+        raise UserError(f"study.memory_cap_gb={study_cfg.memory_cap_gb} is smaller than the model itself "
+                        f"({mem.base_gb:.2f} GB before any activations) (fix: study.memory_cap_gb="
+                        f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
+    return n_blocks, mem
+
+
+def _max_value(study_cfg: StudyConfig, key: str, default: int) -> int:
+    for spec in study_cfg.search_space:
+        if spec.key == key:
+            return int(max(spec.choices) if spec.type == "categorical" else spec.high)
+    return default

@@ -1,0 +1,54 @@
+"""The datasets and batches a run trains and validates on (mlx-lm's batcher, seeded).
+
+The train set is the whole train split; validation uses a fixed, seeded subset of the
+valid split with its own batch size, so every run and trial is compared on the same examples.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from pathlib import Path
+
+from mlx_lm.tuner.trainer import iterate_batches as mlx_iterate_batches
+
+from medlora.config import RunConfig
+from medlora.data import splits
+from medlora.data.tokenize import cached_encode
+from medlora.errors import UserError
+
+
+def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
+    """Train set (the whole train split) and the fixed validation subset, tokenized once and cached."""
+    valid_rows = splits.load_split(split_dir, "valid")
+    random.Random(cfg.data.seed).shuffle(valid_rows)
+    encode = partial(cached_encode, tokenizer=tokenizer, cache_dir=split_dir / "tokenized",
+                     mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length,
+                     truncation=cfg.train.truncation)
+    train_set = encode(splits.load_split(split_dir, "train"), cache_key=f"train|{model_key}")
+    valid_set = encode(valid_rows[: cfg.train.val_examples], cache_key=f"valid|{model_key}|{cfg.data.seed}")
+    if len(train_set) < cfg.train.batch_size:
+        raise UserError(
+            f"train split has {len(train_set)} usable examples, fewer than train.batch_size={cfg.train.batch_size} "
+            "(fix: lower train.batch_size or use a bigger data.csv)"
+        )
+    return train_set, valid_set
+
+
+def batch_iterator(train_seed: int, eval_batch_size: int, extend_train=None, extend_eval=None):
+    """mlx-lm's ``iterate_batches``, seeded; evaluation (``loop=False``) always uses the same batches.
+
+    Validation runs with its own batch size so that its loss is over the same
+    examples whatever the training batch size is. ``extend_*`` add what the loss needs
+    beyond ``(batch, lengths)`` (see :func:`medlora.loss.training_loss`).
+    """
+
+    def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        if not loop:
+            batch_size = min(eval_batch_size, len(dataset))
+        extend = (extend_train if loop else extend_eval) or (lambda batches: batches)
+        return extend(mlx_iterate_batches(
+            dataset, batch_size, max_seq_length, loop=loop, seed=train_seed if loop else 0, comm_group=comm_group
+        ))
+
+    return iterate

@@ -1,0 +1,77 @@
+"""`medlora evaluate` on the tiny model: every row scored, recorded in MLflow and experiments/, bad input refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import isolated_overrides
+from mlflow.tracking import MlflowClient
+
+from medlora import tracking
+from medlora.config import load_run_config
+from medlora.errors import UserError
+from medlora.answers.evaluate import evaluate
+from medlora.answers.metrics import repeats_a_4gram, rouge_l
+from medlora.training.run import train
+
+
+def test_repetition_is_a_repeated_word_4gram():
+    assert repeats_a_4gram("the eye is the organ. The eye is the organ of sight")
+    assert not repeats_a_4gram("the eye is the organ of sight, and the eye sees")
+    assert not repeats_a_4gram("")
+
+
+def test_rouge_l_scores_overlap():
+    same, other = rouge_l(["glaucoma damages the optic nerve", "cats purr"],
+                          ["glaucoma damages the optic nerve", "glaucoma damages the optic nerve"])
+    assert same == pytest.approx(1.0) and other == 0.0
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, model_cache, small_csv):
+    root = tmp_path_factory.mktemp("eval")
+    overrides = isolated_overrides(root, model_cache, small_csv)
+    run = train(load_run_config(overrides + ["run_name=to-evaluate"]))
+    cfg = load_run_config(overrides + [f"evaluate.adapter={run.run_id}", "evaluate.questions=5",
+                                       "generation.max_tokens=6", "run_name=evaluation"])
+    table, out, md = evaluate(cfg)
+    return cfg, run, table, out, md
+
+
+def test_every_row_is_scored(evaluated):
+    cfg, run, table, out, md = evaluated
+    assert [t["row"] for t in table] == ["base", "adapter", "retrieval", "rag"]
+    for t in table:
+        assert 0 <= t["rougeL"] <= 1 and -1 <= t["similarity"] <= 1 and 0 <= t["repetition_rate"] <= 1
+        assert t["mean_words"] >= 0  # the tiny random model may emit no word at all
+    losses = {t["row"]: t["test_loss"] for t in table}
+    assert math.isfinite(losses["base"]) and math.isfinite(losses["adapter"])
+    assert losses["base"] != losses["adapter"]  # the adapter changes the model
+    assert math.isnan(losses["retrieval"]) and math.isnan(losses["rag"])
+    retrieval = next(t for t in table if t["row"] == "retrieval")
+    assert retrieval["mean_words"] > 10  # real NIH answers
+    assert retrieval["similarity"] > max(t["similarity"] for t in table if t["row"] in ("base", "adapter"))
+    assert f"adapter (run {run.run_id[:8]})" in md
+
+
+def test_recorded_in_mlflow_and_experiments(evaluated):
+    cfg, run, table, out, md = evaluated
+    assert {p.name for p in out.iterdir()} == {"evaluation.csv", "evaluation.md", "answers.csv", "evaluation.png"}
+    assert out.parent == cfg.paths.experiments / "evaluation"
+    tracking.connect(cfg.paths)
+    client = MlflowClient()
+    record = client.get_run(out.name)
+    assert record.info.status == "FINISHED" and record.data.tags["medlora.kind"] == "evaluation"
+    assert record.data.metrics["adapter.rougeL"] == pytest.approx(table[1]["rougeL"])
+    assert record.data.params["generation.max_tokens"] == "6"
+    assert {a.path for a in client.list_artifacts(out.name)} >= {"evaluation.json", "answers.json",
+                                                                 "evaluation.md", "evaluation.png"}
+
+
+def test_an_unknown_adapter_is_refused_before_any_work(tmp_path, model_cache, small_csv):
+    cfg = load_run_config(isolated_overrides(tmp_path, model_cache, small_csv)
+                          + ["evaluate.adapter=no-such-thing", "evaluate.rows=[adapter]"])
+    with pytest.raises(UserError, match="evaluate.adapter='no-such-thing'"):
+        evaluate(cfg)
+    assert not (tmp_path / "experiments" / "evaluation").exists()

@@ -1,0 +1,90 @@
+"""kill -9 anywhere: rerunning the same `medlora sweep` loses no finished trial and finishes the study.
+
+Each case starts a tiny study in a subprocess that SIGKILLs itself at a named point
+(``medlora.faults``), waits out the heartbeat grace period, reruns the same command
+and checks the storage and the MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import isolated_overrides
+from mlflow.tracking import MlflowClient
+
+from medlora import tracking
+from medlora.config import compose, load_run_config, to_study_config
+from medlora.study.storage import existing_study
+
+N_TRIALS = 3
+# point -> the occurrence to die at: the second trial for in-trial points, so one trial has finished before
+KILLS = {"prepare": "prepare", "convert": "convert", "train": "train:7", "evaluate": "evaluate:5",
+         "log_artifacts": "log_artifacts:2"}
+
+
+def sweep(overrides, kill_at=None):
+    env = {k: v for k, v in os.environ.items() if k != "MEDLORA_KILL_AT"}
+    if kill_at:
+        env["MEDLORA_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "medlora.cli", "sweep", *overrides], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILLS))
+def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv):
+    models = tmp_path / "models" if point == "convert" else model_cache  # a fresh cache to hit the conversion
+    overrides = isolated_overrides(tmp_path, models, small_csv) + [
+        "study=tiny", f"study.n_trials={N_TRIALS}", "study.heartbeat_seconds=1", "study.grace_seconds=2",
+        "study.search_space.train.batch_size.choices=[1,2]", "study.pruner.name=none"]
+    killed = sweep(overrides, KILLS[point])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+    study_cfg = to_study_config(compose(overrides))
+    before = {}
+    if study_cfg.dir.joinpath("optuna.db").exists():
+        before = {t.number: (t.state, t.value) for t in existing_study(study_cfg).get_trials()
+                  if t.state == optuna.trial.TrialState.COMPLETE}
+    if point in ("train", "evaluate", "log_artifacts"):
+        assert len(before) == 1, "one trial finished before the kill"
+    if point == "prepare":  # no half-written split: only the temporary folder the kill left behind
+        assert [d.name for d in (tmp_path / "processed").iterdir() if not d.name.startswith(".tmp-")] == []
+
+    time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
+    resumed = sweep(overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    study = existing_study(study_cfg)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(len(trials)))  # numbering continues, nothing duplicated
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == N_TRIALS
+    for number, (state, value) in before.items():  # finished trials are intact
+        assert (trials[number].state, trials[number].value) == (state, value)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    if point in ("train", "evaluate", "log_artifacts"):
+        (dead,) = failed
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        assert retried and retried[0].params == dead.params
+    else:
+        assert failed == []
+
+    cfg = load_run_config(overrides)
+    tracking.connect(cfg.paths)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(study_cfg.name)
+    runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs)
+    children = {r.data.tags["trial_number"]: r for r in runs if "trial_number" in r.data.tags}
+    assert sorted(children, key=int) == [str(t.number) for t in trials]
+    for t in finished:
+        if t.user_attrs.get("state") == "COMPLETE":
+            files = {a.path for a in client.list_artifacts(children[str(t.number)].info.run_id, "adapters/best")}
+            assert "adapters/best/adapters.safetensors" in files
+    for t in failed:
+        assert children[str(t.number)].info.status == "FAILED"
