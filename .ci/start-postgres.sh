@@ -18,9 +18,12 @@ pg_ctlcluster "$version" main start </dev/null >>"$log" 2>&1 || true   # "alread
 for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
 pg_isready -q -h 127.0.0.1 || { echo "start-postgres: server did not come up:" >&2; cat "$log" >&2; exit 1; }
 as_pg() { su postgres -c "$1" </dev/null 2>>"$log"; }
+# a password found nowhere else, so that tests can grep every output for it (tests/study/test_secrets.py)
+password=pgSecret7Xq
 as_pg "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='medlora'\"" | grep -q 1 \
-  || quiet su postgres -c "psql -qc \"CREATE ROLE medlora LOGIN PASSWORD 'medlora'\""
+  || quiet su postgres -c "psql -qc \"CREATE ROLE medlora LOGIN\""
+quiet su postgres -c "psql -qc \"ALTER ROLE medlora PASSWORD '$password'\""
 as_pg "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='medlora_test'\"" | grep -q 1 \
   || quiet su postgres -c "createdb -O medlora medlora_test"
 rm -f "$log"
-echo "postgresql+psycopg2://medlora:medlora@127.0.0.1:5432/medlora_test"
+echo "postgresql://medlora:$password@127.0.0.1:5432/medlora_test"   # as the README writes it (psycopg 3)

@@ -1,8 +1,10 @@
 """The bad-input corpus: every case exits 2 with one line naming the problem and its fix, and writes nothing.
 
-Each case runs the real command line (``medlora.cli.main``) with every output folder under one
-fresh root; the root is compared before and after. Caches that valid runs share (converted
-models, prepared splits of the good test CSV) live outside that root.
+Each case runs the real command line (``medlora.cli.main``) with every output folder (the MLflow
+store, the study outputs, the prepared splits) under one fresh root; the root is compared before
+and after, so a command that prepares a split before it fails is caught. Only the converted-model
+cache, which valid runs share, lives outside that root. Cases that need a state (a store, a
+study, a champion) build it before the snapshot.
 """
 
 from __future__ import annotations
@@ -76,6 +78,29 @@ OVERRIDE_CASES = {
     "rollback_without_store": (["promote", "--rollback"], "no MLflow store"),
     "ask_without_champion": (["ask", "What is glaucoma?"], "no champion"),
     "negative_sources": (["ask", "What is glaucoma?", "ask.sources=-1"], "ask.sources"),
+    # kinds added with issue 14
+    "float_not_a_number": (["train", "train.learning_rate=fast"], "train.learning_rate=fast"),
+    "int_given_a_fraction": (["train", "train.iters=10.5"], "train.iters=10.5"),
+    "bool_given_no": (["train", "train.mask_prompt=no"], "train.mask_prompt=true or"),
+    "empty_study_name": (["sweep", "study.name="], "study.name"),
+    "study_name_is_a_path": (["sweep", "study.name=../../elsewhere"], "plain name"),
+    "experiment_name_is_absolute": (["train", "experiment_name=/elsewhere"], "plain name"),
+    "hub_model_missing": (["train", "model=gemma_2b_quantized", "model.hub_repo=nobody/no-such-model"],
+                          "hugging face hub"),
+    "batch_zero_in_search_space": (["sweep", "study=tiny", "study.search_space.train.batch_size.choices=[0,2]"],
+                                   "can propose 0"),
+    "iters_below_eval_in_space": (["sweep", "study.search_space.train.iters.low=10"], "can propose 10"),
+    "tracking_server_down": (["ask", "What is glaucoma?", "paths.mlflow_server=http://127.0.0.1:9"],
+                             "does not answer"),
+    "evaluate_without_champion": (["evaluate"], "no champion"),
+    "grace_below_heartbeat": (["sweep", "study.grace_seconds=5"], "study.grace_seconds"),
+    "threshold_without_upper": (["sweep", "study.pruner.name=threshold"], "study.pruner.upper"),
+    "unknown_evaluate_row": (["evaluate", "evaluate.rows=[base,gpt]"], "evaluate.rows"),
+    "top_p_zero": (["ask", "What is glaucoma?", "generation.top_p=0"], "generation.top_p"),
+    "unsupported_storage": (["sweep", "study=tiny", "study.storage=mongodb://db/x"], "cannot open the study storage"),
+    "data_csv_is_a_folder": (["prepare", "data.csv={root}"], "not a file"),
+    "output_under_a_file": (["train", "paths.experiments={root}/inputs/afile/experiments"], "is a file"),
+    "missing_from_file": (["train", "--from", "{root}/nope.yaml"], "cannot read overrides"),
 }
 
 
@@ -102,15 +127,10 @@ def root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def base_overrides(root: Path, model_cache: Path, processed: Path, csv: str) -> list[str]:
+def base_overrides(root: Path, model_cache: Path, csv: str) -> list[str]:
     return ["model=tiny_random", "lora.num_layers=-1", f"data.csv={csv}", f"paths.mlruns={root / 'mlruns'}",
-            f"paths.experiments={root / 'experiments'}", f"paths.processed={processed}",
+            f"paths.experiments={root / 'experiments'}", f"paths.processed={root / 'processed'}",
             f"paths.models={model_cache}"]
-
-
-@pytest.fixture(scope="module")
-def shared_processed(tmp_path_factory):
-    return tmp_path_factory.mktemp("processed")
 
 
 @pytest.mark.parametrize("case", sorted(CSV_CASES))
@@ -118,25 +138,85 @@ def shared_processed(tmp_path_factory):
 def test_malformed_csv(case, command, root, model_cache, capsys):
     content, needle = CSV_CASES[case]
     csv = write(root, f"{case}.csv", content)
-    argv = [command, *base_overrides(root, model_cache, root / "processed", csv)]
+    argv = [command, *base_overrides(root, model_cache, csv)]
     line = run_case(argv, root, capsys)
     assert needle.lower() in line.lower(), line
-    assert not (root / "processed").exists()
 
 
 @pytest.mark.parametrize("case", sorted(OVERRIDE_CASES))
-def test_bad_override_or_state(case, root, model_cache, small_csv, shared_processed, capsys):
+def test_bad_override_or_state(case, root, model_cache, small_csv, capsys):
     argv, needle = OVERRIDE_CASES[case]
-    command, *rest = argv
+    write(root, "afile", "not a folder")
+    command, *rest = [a.replace("{root}", str(root)) for a in argv]
     extra = [a for a in rest if "=" in a]
     positional = [a for a in rest if "=" not in a]
-    full = [command, *positional, *base_overrides(root, model_cache, shared_processed, str(small_csv)), *extra]
+    full = [command, *positional, *base_overrides(root, model_cache, str(small_csv)), *extra]
     line = run_case(full, root, capsys)
     assert needle.lower() in line.lower(), line
 
 
-def test_corpus_has_at_least_thirty_cases():
-    assert len(CSV_CASES) * 2 + len(OVERRIDE_CASES) >= 30
+def _study_without_its_runs(root: Path, overrides: list[str]) -> list[str]:
+    """A study whose best trial names a run the (existing) MLflow store does not have."""
+    import optuna
+
+    from medlora import tracking
+    from medlora.config import compose, load_run_config, to_study_config
+    from medlora.study.storage import load_study
+
+    overrides = [*overrides, "study=tiny"]
+    tracking.connect(load_run_config(overrides).paths)
+    study = load_study(to_study_config(compose(overrides)))
+    trial = study.ask()
+    trial.set_user_attr("run_id", "0" * 32)
+    trial.set_user_attr("state", "COMPLETE")
+    study.tell(trial, 1.0)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    return ["promote", *overrides]
+
+
+def _champion_with_a_truncated_adapter(root: Path, overrides: list[str]) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    from medlora import tracking
+    from medlora.config import load_run_config
+
+    folder = root / "inputs" / "adapter"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{"fine_tune_type": "lora"}')
+    (folder / "adapters.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")  # cut short
+    tracking.connect(load_run_config(overrides).paths)
+    client = MlflowClient()
+    client.create_registered_model("medlora-tiny_random")
+    version = client.create_model_version("medlora-tiny_random", source=folder.as_uri())
+    client.set_registered_model_alias("medlora-tiny_random", "champion", version.version)
+    return ["ask", "What is glaucoma?", *overrides]
+
+
+def _study_resumed_with_another_space(root: Path, overrides: list[str]) -> list[str]:
+    from medlora.config import compose, to_study_config
+    from medlora.study.objective import distribution
+    from medlora.study.storage import load_study
+
+    study_cfg = to_study_config(compose([*overrides, "study=tiny"]))
+    study = load_study(study_cfg)
+    trial = study.ask({spec.key: distribution(spec) for spec in study_cfg.search_space})
+    study.tell(trial, 1.0)
+    return ["sweep", *overrides, "study=tiny", "study.search_space.train.batch_size.choices=[1,2]"]
+
+
+STATE_CASES = {
+    "promote_with_a_store_lacking_the_runs": (_study_without_its_runs, "has no run of study"),
+    "ask_with_a_truncated_champion": (_champion_with_a_truncated_adapter, "missing or corrupt"),
+    "resume_with_another_search_space": (_study_resumed_with_another_space, "another search space"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_CASES))
+def test_bad_state(case, root, model_cache, small_csv, capsys):
+    make, needle = STATE_CASES[case]
+    argv = make(root, base_overrides(root, model_cache, str(small_csv)))
+    line = run_case(argv, root, capsys)
+    assert needle.lower() in line.lower(), line
 
 
 def test_missing_or_corrupt_adapter_is_refused_before_the_alias_moves(tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import medlora
 from medlora.cli import main
 
 
@@ -46,3 +48,30 @@ def test_prepare_prints_the_split_folder(tmp_path, small_csv, capsys):
     split_dir = capsys.readouterr().out.strip()
     assert split_dir.startswith(str(tmp_path))
     assert {"train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json"} <= {p.name for p in tmp_path.joinpath(split_dir).iterdir()}
+
+
+def test_init_makes_a_workspace_once(tmp_path, capsys):
+    assert main(["init", str(tmp_path / "work")]) == 0
+    assert (tmp_path / "work" / ".medlora").is_file()
+    example = (tmp_path / "work" / "conf" / "experiment" / "my_experiment.yaml").read_text()
+    assert "medlora train experiment=my_experiment" in example
+    before = sorted(p.name for p in (tmp_path / "work").rglob("*"))
+    assert main(["init", str(tmp_path / "work")]) == 2
+    assert "already a medlora workspace" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "work").rglob("*")) == before
+
+
+def test_the_workspace_is_found_from_a_sub_folder_and_its_configs_come_first(tmp_path, monkeypatch, capsys):
+    assert main(["init", str(tmp_path / "work")]) == 0
+    (tmp_path / "work" / "conf" / "train").mkdir()
+    (tmp_path / "work" / "conf" / "train" / "default.yaml").write_text(
+        (Path(medlora.__file__).parent / "conf" / "train" / "default.yaml").read_text().replace("iters: 100", "iters: 70"))
+    (tmp_path / "work" / "deep" / "er").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "deep" / "er")
+    capsys.readouterr()
+    assert main(["train", "--cfg"]) == 0
+    out = capsys.readouterr().out
+    assert "iters: 70" in out  # the workspace's own train/default.yaml replaced the packaged one
+    from medlora.config import load_run_config
+
+    assert load_run_config().paths.mlruns == tmp_path / "work" / "mlruns"  # relative paths are the workspace's

@@ -82,22 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def overrides_from_file(path: str) -> list[str]:
-    """The ``overrides`` list of a best.yaml."""
-    from pathlib import Path
-
-    import yaml
-
-    from medlora.errors import UserError
-
-    try:
-        overrides = yaml.safe_load(Path(path).read_text())["overrides"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise UserError(f"cannot read overrides from {path} ({type(err).__name__}) "
-                        "(fix: pass a best.yaml written by `medlora sweep` or `medlora report`)") from None
-    return [str(o) for o in overrides]
-
-
 def cmd_init(args) -> None:
     from medlora.config.workspace import init
 
@@ -209,27 +193,35 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from medlora.config import compose, to_run_config
+    from medlora.config.secrets import mask
     from medlora.errors import UserError
+    from medlora.files import check_can_create, remove_orphaned_temp_dirs
 
     args = build_parser().parse_args(argv)
+    remove_orphaned_temp_dirs()  # left by a medlora process that was killed
     try:
         if args.command == "init":
             cmd_init(args)
             return 0
         if getattr(args, "from_file", None):
+            from medlora.study.report import overrides_from_file
+
             args.overrides = overrides_from_file(args.from_file) + list(args.overrides)
         composed = compose(args.overrides)
         if args.cfg:
             from omegaconf import OmegaConf
 
-            print(OmegaConf.to_yaml(composed))
+            print(mask(OmegaConf.to_yaml(composed)))
             return 0
-        HANDLERS[args.command](to_run_config(composed), composed, args)
+        cfg = to_run_config(composed)
+        for key in ("mlruns", "experiments", "processed", "models"):  # before anything is written
+            check_can_create(getattr(cfg.paths, key), f"paths.{key}")
+        HANDLERS[args.command](cfg, composed, args)
     except UserError as err:
-        print(f"medlora: error: {err}", file=sys.stderr)
+        print(f"medlora: error: {mask(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        again = " ".join(["medlora", args.command, *args.overrides])
+        again = mask(" ".join(["medlora", args.command, *getattr(args, "overrides", [])]))
         hint = f"resume with: {again}" if args.command == "sweep" else f"rerun with: {again}"
         print(f"medlora: interrupted; the current run is marked KILLED ({hint})", file=sys.stderr)
         return 130

@@ -2,9 +2,10 @@
 
 Atomic means a reader, or a process that crashed half-way, never sees a partial file or folder:
 everything is written beside its final name and renamed into place (``os.replace`` for a file,
-``os.rename`` for a folder). Temporary folders a killed process left behind are removed by the
-next build of the same folder once they are an hour old.
-This module imports neither mlx nor anything of medlora's but errors and faults.
+``os.rename`` for a folder). Every temporary folder records its owner (:mod:`medlora.liveness`),
+so one a killed process left behind is removed by the next process that looks: a build's by the
+next build of the same folder, a :func:`temporary_dir` by the next ``medlora`` command.
+This module imports neither mlx nor anything of medlora's but errors, faults and liveness.
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from medlora import liveness
 from medlora.errors import UserError
 from medlora.faults import kill_point
 
-STALE_TMP_SECONDS = 3600  # a temporary build folder this old belongs to a killed process
+STALE_TMP_SECONDS = 3600  # a temporary build folder this old belongs to a killed process (another host's)
+OWNER = ".medlora-owner"  # inside every temporary folder: liveness.me() of the process that made it
+TEMP_PREFIX = "medlora-"
+
+
+def check_can_create(path: Path, key: str) -> None:
+    """UserError (naming the config ``key``) unless ``path`` is, or can be made, a writable folder."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{key}={path} cannot be created: {existing} is a file (fix: point {key} at a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={path} cannot be created: {existing} is not writable "
+                        f"(fix: point {key} at a folder you can write to)")
 
 
 def write_file(path: Path, content: str | bytes) -> Path:
@@ -49,16 +65,12 @@ def publish_dir(final: Path, fill: Callable[[Path], None], *, marker: str, kill_
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".tmp-{final.name}-"
-    for stale in final.parent.glob(f"{prefix}*"):
-        try:
-            if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass  # removed meanwhile by another process
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
+    _remove_orphans(final.parent, prefix)
+    tmp = _owned_tmp(final.parent, prefix)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it owner-only
         fill(tmp)
+        (tmp / OWNER).unlink()
         if kill_at:
             kill_point(kill_at)
         try:
@@ -71,6 +83,44 @@ def publish_dir(final: Path, fill: Callable[[Path], None], *, marker: str, kill_
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def temporary_dir(label: str) -> Iterator[Path]:
+    """A private temporary folder, removed on exit, or by the next command if this process is killed."""
+    tmp = _owned_tmp(Path(tempfile.gettempdir()), f"{TEMP_PREFIX}{label}-")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphaned_temp_dirs() -> None:
+    """Remove the :func:`temporary_dir` folders of processes that died (kill -9, power cut)."""
+    _remove_orphans(Path(tempfile.gettempdir()), TEMP_PREFIX)
+
+
+def _owned_tmp(parent: Path, prefix: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    (tmp / OWNER).write_text(liveness.me())
+    return tmp
+
+
+def _remove_orphans(parent: Path, prefix: str) -> None:
+    """Remove the temporary folders under ``parent`` whose owner died (by age where it cannot be told)."""
+    for stale in parent.glob(f"{prefix}*"):
+        try:
+            if not stale.is_dir():
+                continue
+            owner = (stale / OWNER).read_text() if (stale / OWNER).is_file() else None
+            if liveness.is_local(owner):
+                orphaned = liveness.is_dead(owner)
+            else:  # another host's, or a folder without an owner: only old ones
+                orphaned = time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS
+            if orphaned:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # removed meanwhile by another process, or not ours to read
 
 
 def wheel_file(distribution: str, relative: str, what: str, fix: str | None = None, must_exist: bool = True) -> Path:

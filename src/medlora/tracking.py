@@ -19,7 +19,9 @@ from typing import Any
 import mlflow
 from mlflow.entities import RunStatus
 
+from medlora import liveness
 from medlora.config import Paths
+from medlora.config.secrets import mask
 
 # MLflow's alembic migrations and its "experiment created" chatter are noise on a CLI.
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
@@ -27,14 +29,57 @@ for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 # log_table re-downloads the table it appends to: one "Downloading artifacts" bar per evaluation otherwise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# a tracking server that does not answer: MLflow's default retries wait minutes before giving up
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+SERVER_TIMEOUT_SECONDS = 10
 
 
 def connect(paths: Paths) -> None:
-    """Point MLflow (tracking and registry) at the project's store, creating it if needed."""
+    """Point MLflow (tracking and registry) at the project's store, creating it if needed; the first
+    time in a process, close the runs that processes of this host left RUNNING when they died."""
     if paths.local_store:
         paths.mlruns.mkdir(parents=True, exist_ok=True)
+    elif paths.tracking_uri not in _swept:
+        _check_server(paths.tracking_uri)
     mlflow.set_tracking_uri(paths.tracking_uri)
     mlflow.set_registry_uri(paths.tracking_uri)
+    if paths.tracking_uri not in _swept:
+        _swept.add(paths.tracking_uri)
+        close_dead_runs()
+
+
+_swept: set[str] = set()
+
+
+def _check_server(url: str) -> None:
+    """UserError within seconds, naming the (masked) URL, when the tracking server does not answer."""
+    import requests
+
+    from medlora.errors import UserError
+
+    try:
+        requests.get(url.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_SECONDS).raise_for_status()
+    except requests.RequestException as err:
+        raise UserError(f"the MLflow server {mask(url)} does not answer ({type(err).__name__}) (fix: start it "
+                        "(mlflow server ...), check paths.mlflow_server, or set it to null for the local store)") from None
+OWNER_TAG = "medlora.owner"  # liveness.me() of the process running the run
+
+
+def close_dead_runs() -> list[str]:
+    """Runs left RUNNING by a process of this host that died (kill -9, power cut): FAILED, with the reason."""
+    from mlflow.tracking import MlflowClient
+
+    client, closed = MlflowClient(), []
+    for run in mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'RUNNING'",
+                                  output_format="list"):
+        owner = run.data.tags.get(OWNER_TAG)
+        if liveness.is_dead(owner):
+            client.set_tag(run.info.run_id, "error", f"the process running this ({owner}) died; "
+                                                     "closed by the next medlora command")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def require_store(paths: Paths, fix: str) -> None:
@@ -112,7 +157,7 @@ def tracked_run(
     """
     exp_id = experiment_id(paths, experiment_name)
     run = mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=run_name, nested=nested,
-                           tags=dict(tags or {}))
+                           tags={**(tags or {}), OWNER_TAG: liveness.me()})
     status = RunStatus.to_string(RunStatus.FINISHED)
     try:
         yield run

@@ -1,8 +1,10 @@
-"""kill -9 anywhere: rerunning the same `medlora sweep` loses no finished trial and finishes the study.
+"""kill -9 anywhere, rerun at once: the same `medlora sweep` loses no trial and finishes the study.
 
 Each case starts a tiny study in a subprocess that SIGKILLs itself at a named point
-(``medlora.faults``), waits out the heartbeat grace period, reruns the same command
-and checks the storage and the MLflow store.
+(``medlora.faults``), reruns the same command 0 s, 1 s or (past the heartbeat's grace period)
+3 s later, and checks the Optuna storage and the MLflow store as they are (read with a plain
+MLflow client: medlora's own would close dead runs itself). A killed `medlora train` has its run
+closed and its temporary folder removed by the next command.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import pytest
 from conftest import isolated_overrides
 from mlflow.tracking import MlflowClient
 
-from medlora import tracking
 from medlora.config import compose, load_run_config, to_study_config
 from medlora.study.storage import existing_study
 
@@ -36,11 +37,15 @@ def sweep(overrides, kill_at=None):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("delay", [0, 1, 3], ids=["rerun-at-once", "after-1s", "after-grace"])
 @pytest.mark.parametrize("point", list(KILLS))
-def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv):
+def test_kill_9_then_rerun_loses_nothing(point, delay, tmp_path, model_cache, small_csv):
     models = tmp_path / "models" if point == "convert" else model_cache  # a fresh cache to hit the conversion
     overrides = isolated_overrides(tmp_path, models, small_csv) + [
-        "study=tiny", f"study.n_trials={N_TRIALS}", "study.heartbeat_seconds=1", "study.grace_seconds=2",
+        # at 0 s and 1 s the heartbeat's grace period (10 min) is far away: only the check that the worker's
+        # process is gone (host, pid, start time) can recover; after-grace runs with a 2 s grace period
+        "study=tiny", f"study.n_trials={N_TRIALS}", *(["study.heartbeat_seconds=1", "study.grace_seconds=2"]
+                                                     if delay >= 3 else ["study.grace_seconds=600"]),
         "study.search_space.train.batch_size.choices=[1,2]", "study.pruner.name=none"]
     killed = sweep(overrides, KILLS[point])
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -55,7 +60,7 @@ def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv
     if point == "prepare":  # no half-written split: only the temporary folder the kill left behind
         assert [d.name for d in (tmp_path / "processed").iterdir() if not d.name.startswith(".tmp-")] == []
 
-    time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
+    time.sleep(delay)  # 3 s: past the grace period, the killed trial's heartbeat is stale too
     resumed = sweep(overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -74,9 +79,8 @@ def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv
     else:
         assert failed == []
 
-    cfg = load_run_config(overrides)
-    tracking.connect(cfg.paths)
-    client = MlflowClient()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    client = MlflowClient(tracking_uri=load_run_config(overrides).paths.tracking_uri)
     exp = client.get_experiment_by_name(study_cfg.name)
     runs = client.search_runs([exp.experiment_id])
     assert all(r.info.status != "RUNNING" for r in runs)
@@ -88,3 +92,41 @@ def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv
             assert "adapters/best/adapters.safetensors" in files
     for t in failed:
         assert children[str(t.number)].info.status == "FAILED"
+        assert "died" in children[str(t.number)].data.tags["error"]
+
+
+@pytest.mark.slow
+def test_killed_train_is_closed_and_cleaned_by_the_next_command(tmp_path, model_cache, small_csv):
+    overrides = isolated_overrides(tmp_path, model_cache, small_csv)
+    env = {**os.environ, "MEDLORA_KILL_AT": "train:2"}
+    killed = subprocess.run([sys.executable, "-m", "medlora", "train", *overrides], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    uri = load_run_config(overrides).paths.tracking_uri
+    (run,) = MlflowClient(tracking_uri=uri).search_runs(["0", *_experiment_ids(uri)])
+    assert run.info.status == "RUNNING"  # as the kill left it
+    left = _temporary_dirs_of(run.data.tags["medlora.owner"])
+    assert left, "the killed run's temporary adapter folder is there before the next command"
+
+    again = subprocess.run([sys.executable, "-m", "medlora", "train", *overrides], capture_output=True,
+                           text=True, timeout=600)  # the next command that opens the store
+    assert again.returncode == 0, again.stderr[-2000:]
+    closed = MlflowClient(tracking_uri=uri).get_run(run.info.run_id)
+    assert closed.info.status == "FAILED" and "died" in closed.data.tags["error"]
+    assert not [d for d in left if d.exists()]
+
+
+def _experiment_ids(uri: str) -> list[str]:
+    return [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()]
+
+
+def _temporary_dirs_of(owner: str) -> list:
+    from pathlib import Path
+    import tempfile
+
+    found = []
+    for folder in Path(tempfile.gettempdir()).glob("medlora-*"):
+        marker = folder / ".medlora-owner"
+        if marker.is_file() and marker.read_text() == owner:
+            found.append(folder)
+    return found

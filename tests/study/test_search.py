@@ -218,22 +218,13 @@ def test_cap_smaller_than_the_model_is_a_user_error(tmp_path, model_cache, small
 
 
 def test_pruning_callback_raises_when_the_pruner_says_so():
-    class FakeTrial:
-        def __init__(self):
-            self.reports = []
-
-        def report(self, value, step):
-            self.reports.append((step, value))
-
-        def should_prune(self):
-            return len(self.reports) >= 2
-
-    trial = FakeTrial()
-    callback = objective.PruningCallback(trial)
-    callback.on_val_loss_report({"iteration": 0, "val_loss": 3.0})
-    with pytest.raises(optuna.TrialPruned):
-        callback.on_val_loss_report({"iteration": 4, "val_loss": 2.0})
-    assert trial.reports == [(0, 3.0), (4, 2.0)]
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=2.5, n_warmup_steps=0))
+    kept, dropped = study.ask(), study.ask()
+    objective.PruningCallback(kept).on_val_loss_report({"iteration": 4, "val_loss": 2.0})  # under: goes on
+    with pytest.raises(optuna.TrialPruned, match="iteration 4"):
+        objective.PruningCallback(dropped).on_val_loss_report({"iteration": 4, "val_loss": 3.0})
+    study.tell(kept, 2.0)
+    assert study.trials[0].intermediate_values == {4: 2.0} and study.trials[1].intermediate_values == {4: 3.0}
 
 
 def test_ask_answers_a_red_flag_with_triage_and_loads_no_model(monkeypatch, capsys, tmp_path):

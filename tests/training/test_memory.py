@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 from medlora.training import memory, memory_guard
@@ -17,12 +19,19 @@ def tiny_cfg(model_cache):
                             "train.eval_batch_size=4"])
 
 
-@pytest.mark.parametrize("batch_size, lora_layers", [(4, 1), (8, 2)])
-def test_prediction_matches_a_measured_step(tiny_cfg, batch_size, lora_layers):
-    model = memory.calibrate(tiny_cfg, max_lora_layers=2)
-    predicted = model.predict_gb(batch_size, tiny_cfg.train.max_seq_length, lora_layers) / memory.SAFETY
-    measured = max(memory.measure_step_gb(tiny_cfg, batch_size, lora_layers), model.eval_gb)
-    assert abs(predicted - measured) / measured < 0.15
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_prediction_matches_the_peak_of_a_real_training_run(tiny_overrides, batch_size):
+    """Calibrated on one-step probes, checked against what mlx-lm's trainer really peaks at in a whole run.
+
+    The prediction is for the worst batch (every row full length, every position in the loss), so it must
+    never be below the real peak. It is loose: measured 1.8x (batch 2) and 2.6x (batch 8) the real peak
+    on this data, where prompts are masked and not every batch is full; the bound keeps it from growing."""
+    from medlora.training.run import train
+
+    cfg = load_run_config([*tiny_overrides, f"train.batch_size={batch_size}", "probes.questions=[]"])
+    predicted = memory.calibrate(cfg, max_lora_layers=2).predict_gb(batch_size, cfg.train.max_seq_length, 2)
+    measured = train(cfg).peak_memory_gb
+    assert measured <= predicted / memory.SAFETY <= 3 * measured, (predicted, measured)
 
 
 def test_calibration_is_cached_and_keyed(tiny_cfg, tmp_path, monkeypatch):
@@ -48,6 +57,13 @@ def test_guard_raises_once_the_peak_crosses_the_cap():
         guard.on_train_loss_report({"iteration": 2})
 
 
-def test_peak_rss_is_positive():
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS resets need Linux /proc")
+def test_peak_rss_sees_an_allocation_and_resets():
     memory_guard.reset_peaks()
-    assert memory_guard.peak_rss_gb() > 0
+    before = memory_guard.peak_rss_gb()
+    block = np.ones(50_000_000)  # 0.4 GB, touched
+    during = memory_guard.peak_rss_gb()
+    del block
+    memory_guard.reset_peaks()
+    after = memory_guard.peak_rss_gb()
+    assert during - before > 0.35 and after < during - 0.3

@@ -31,8 +31,8 @@ def ask(cfg: RunConfig, question: str) -> Iterator[str]:
     if red_flag is not None:  # never a generated answer
         yield red_flag.message + "\n"
         return
+    model, tokenizer, version = load_with_champion(cfg)  # first: no champion, nothing prepared
     hits = retrieve(cfg, question, max(cfg.ask.sources, cfg.ask.rag_passages if cfg.ask.rag else 0))
-    model, tokenizer, version = load_with_champion(cfg)
     prompt = retrieval.context_prompt(question, hits[: cfg.ask.rag_passages]) if cfg.ask.rag else question
     yield from stream_answer(model, tokenizer, prompt, max_tokens=cfg.generation.max_tokens,
                              system_prompt=cfg.data.system_prompt, settings=cfg.generation)

@@ -21,7 +21,6 @@ import math
 import random
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from medlora import tracking
@@ -30,7 +29,7 @@ from medlora.answers.retrieval import BM25, context_prompt
 from medlora.config import RunConfig
 from medlora.data import splits
 from medlora.errors import UserError
-from medlora.files import publish_dir
+from medlora.files import publish_dir, temporary_dir
 from medlora.models.generation import generate_answers, load_with_adapter
 from medlora.models.load import load_model
 
@@ -98,12 +97,11 @@ def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: st
                                 batch_size=cfg.evaluate.generation_batch_size, on_batch=bar.update)
 
 
-def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, object]:
-    """Answers (and test losses) for every configured row; returns the rows, the adapter's label and its
-    registered version (None unless it is the champion)."""
+def run_rows(cfg: RunConfig, records: list[dict], adapter: Path | None) -> list[Row]:
+    """Answers (and test losses) for every configured row (``adapter``: the adapter rows' folder)."""
     wanted = cfg.evaluate.rows
     questions = [r["messages"][-2]["content"] for r in records]
-    rows, label, version = [], "-", None
+    rows = []
     if "base" in wanted:
         model, tokenizer = load_model(cfg.model, cfg.paths.models)
         loss = test_loss(cfg, model, tokenizer, records)
@@ -114,10 +112,8 @@ def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, objec
         index = BM25(splits.load_split(split_dir, "train"))
     if "retrieval" in wanted:
         rows.append(Row("retrieval", [_top_answer(index, q) for q in questions]))
-    if {"adapter", "rag"} & set(wanted):
-        with tempfile.TemporaryDirectory(prefix="medlora-eval-") as tmp:
-            folder, label, version = resolve_adapter(cfg, Path(tmp))
-            model, tokenizer = load_with_adapter(cfg, folder)
+    if adapter is not None:
+        model, tokenizer = load_with_adapter(cfg, adapter)
         if "adapter" in wanted:
             loss = test_loss(cfg, model, tokenizer, records)
             rows.append(Row("adapter", generate_all(cfg, model, tokenizer, questions, "adapter"), loss))
@@ -125,7 +121,7 @@ def run_rows(cfg: RunConfig, records: list[dict]) -> tuple[list[Row], str, objec
             prompts = [context_prompt(q, index.search(q, cfg.ask.rag_passages)) for q in questions]
             rows.append(Row("rag", generate_all(cfg, model, tokenizer, prompts, "rag")))
     order = {name: i for i, name in enumerate(wanted)}
-    return sorted(rows, key=lambda r: order[r.name]), label, version
+    return sorted(rows, key=lambda r: order[r.name])
 
 
 def _top_answer(index, question: str) -> str:
@@ -134,23 +130,41 @@ def _top_answer(index, question: str) -> str:
 
 
 def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
-    """Run the evaluation, record it in MLflow and ``<paths.experiments>/evaluation/``; return the table."""
-    import mlflow
-    import pandas as pd
+    """Run the evaluation, record it in MLflow and ``<paths.experiments>/evaluation/``; return the table.
 
+    Everything that can be missing (the embedding model, the adapter) is checked before any answer
+    is generated or any split prepared."""
     from medlora.models.embeddings import SentenceEmbedder
 
-    embedder = SentenceEmbedder.load()  # fails fast, before minutes of generation, when it is missing
-    records = test_sample(cfg)
-    rows, label, version = run_rows(cfg, records)
+    embedder = SentenceEmbedder.load()
+    with temporary_dir("eval") as tmp:
+        folder, label, version = (resolve_adapter(cfg, tmp) if {"adapter", "rag"} & set(cfg.evaluate.rows)
+                                  else (None, "-", None))
+        records = test_sample(cfg)
+        rows = run_rows(cfg, records, folder)
     references = [r["messages"][-1]["content"] for r in records]
     print(f"medlora: scoring {len(rows)} rows x {len(records)} answers", file=sys.stderr)
     table = score(rows, references, embedder)
+    md = markdown_table(table, label, len(records))
+    out = _record(cfg, table, rows, records, label, md)
+    if version is not None:  # the champion's model card gets the table
+        from mlflow.tracking import MlflowClient
 
-    answers = pd.DataFrame({"question": [r["messages"][-2]["content"] for r in records], "reference": references,
+        from medlora.registry import model_card
+
+        model_card.write(MlflowClient(), cfg, version, md)
+    return table, out, md
+
+
+def _record(cfg: RunConfig, table: list[dict], rows: list[Row], records: list[dict], label: str, md: str) -> Path:
+    """The evaluation as an MLflow run (tag medlora.kind=evaluation) and ``<paths.experiments>/evaluation/<id>/``."""
+    import mlflow
+    import pandas as pd
+
+    answers = pd.DataFrame({"question": [r["messages"][-2]["content"] for r in records],
+                            "reference": [r["messages"][-1]["content"] for r in records],
                             "url": [r.get("url") or "" for r in records],
                             **{row.name: row.answers for row in rows}})
-    md = markdown_table(table, label, len(records))
     figure = evaluation_figure(table, title=f"test split, {len(records)} questions")
     with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name or "evaluate",
                               tags={"medlora.kind": "evaluation", "adapter": label}) as run:
@@ -162,7 +176,6 @@ def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
         mlflow.log_table(answers, artifact_file="answers.json")
         mlflow.log_text(md, "evaluation.md")
         mlflow.log_figure(figure, "evaluation.png")
-        out = cfg.paths.experiments / "evaluation" / run.info.run_id
         texts = {"evaluation.csv": pd.DataFrame(table).to_csv(index=False), "evaluation.md": md,
                  "answers.csv": answers.to_csv(index=False)}
 
@@ -171,11 +184,6 @@ def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
                 (tmp / name).write_text(text)
             figure.savefig(tmp / "evaluation.png")
 
+        out = cfg.paths.experiments / "evaluation" / run.info.run_id
         publish_dir(out, fill, marker="evaluation.md")
-    if version is not None:  # the champion's model card gets the table
-        from mlflow.tracking import MlflowClient
-
-        from medlora.registry import model_card
-
-        model_card.write(MlflowClient(), cfg, version, md)
-    return table, out, md
+    return out

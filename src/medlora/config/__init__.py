@@ -1,7 +1,8 @@
 """Config: Hydra composition (workspace ``conf/`` first, packaged defaults after), checked once into
 frozen, typed values that every other stage takes."""
 
-from medlora.config.compose import compose, load_run_config, to_run_config, to_study_config
+from medlora.config.compose import compose, load_run_config, to_run_config
+from medlora.config.study import to_study_config
 from medlora.config.schema import (
     AskConfig,
     DataConfig,

@@ -16,11 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
 import medlora.config.workspace as workspace
+from medlora.config import secrets
+from medlora.config.problems import KEY_FIX, describe
 from medlora.config.schema import RunConfig
-from medlora.config.study_schema import StudyConfig
 from medlora.errors import UserError
-
-_KEY_FIX = "check the key against `medlora <command> --cfg`, use key=value, and +key=value only to add a new key"
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -34,8 +33,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
-        head = str(err).strip().splitlines()[0]
-        raise UserError(f"bad override: {head} (fix: {_KEY_FIX})") from None
+        head = secrets.mask(str(err).strip().splitlines()[0])
+        raise UserError(f"bad override: {head} (fix: {KEY_FIX})") from None
     return cfg
 
 
@@ -67,99 +66,25 @@ def _search_path() -> Iterator[None]:
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Check a composed config (all but its ``study`` group); raise one UserError listing every problem."""
-    tree = _container(cfg)
+    tree = container(cfg)
     tree.pop("study", None)
     try:
-        return RunConfig.model_validate({**tree, "raw": _container(cfg)})
+        return RunConfig.model_validate({**tree, "raw": secrets.masked(container(cfg))})
     except ValidationError as err:
-        raise UserError("invalid config: " + "; ".join(_problems(err, ""))) from None
+        raise UserError("invalid config: " + "; ".join(describe(err, "", default_of))) from None
+
+
+def default_of(key: str) -> Any:
+    """The value ``key`` has with no override (for the fix of an error), or None."""
+    try:
+        return OmegaConf.select(compose([]), key)
+    except UserError:
+        return None
 
 
 def load_run_config(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     return to_run_config(compose(overrides))
 
 
-def to_study_config(cfg: DictConfig) -> StudyConfig:
-    """Check the ``study`` group of a composed config; raise one UserError listing every problem."""
-    study = dict(_container(cfg)["study"])
-    leaves = _leaf_specs(study.get("search_space") or {})
-    found: list[str] = []
-    if not leaves:
-        found.append("study.search_space is empty: nothing to search (fix: declare at least one key, "
-                     "see `medlora sweep --cfg`)")
-    for key in leaves:
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" or key.startswith("study."):
-            found.append(f"study.search_space key {key!r} is not a config key (fix: use e.g. train.batch_size, "
-                         "lora.num_layers, train.learning_rate, train.iters)")
-    study["search_space"] = [{"key": k, **(v if isinstance(v, dict) else {"type": v})} for k, v in leaves.items()]
-    study["trial_overrides"] = [f"{k}={v}" for k, v in (study.get("trial_overrides") or {}).items()]
-    name = str(study.get("name"))
-    study["dir"] = workspace.resolve(str(cfg.paths.experiments)) / name
-    study["storage"] = study.get("storage") or f"sqlite:///{study['dir'] / 'optuna.db'}"
-    try:
-        checked = StudyConfig.model_validate(study)
-    except ValidationError as err:
-        found += _problems(err, "study", list(leaves))
-        checked = None
-    if found:
-        raise UserError("invalid config: " + "; ".join(found))
-    return checked
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _container(cfg: DictConfig) -> dict[str, Any]:
+def container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _leaf_specs(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"batch_size": {"type": ...}}}`` -> ``{"train.batch_size": {"type": ...}}``."""
-    leaves: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and "type" not in value:
-            leaves.update(_leaf_specs(value, f"{prefix}{key}."))
-        elif value is not None:  # null removes a key inherited from another study file
-            leaves[f"{prefix}{key}"] = value
-    return leaves
-
-
-def _problems(err: ValidationError, prefix: str, space_keys: list[str] | None = None) -> list[str]:
-    """One clause per pydantic error: the key, the value given, what is wrong, and the fix."""
-    out = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        if space_keys and loc[:1] == ["search_space"] and len(loc) > 1 and loc[1].isdigit():
-            loc = ["search_space", space_keys[int(loc[1])], *loc[2:]]
-        key = ".".join([prefix, *loc] if prefix else loc)
-        if e["type"] == "value_error":  # a cross-field check: its message names keys and fix itself
-            out.append(e["msg"].removeprefix("Value error, "))
-        elif e["type"] == "extra_forbidden":
-            out.append(f"{key} is not a config key (fix: {_KEY_FIX})")
-        elif e["type"] == "missing":
-            out.append(f"{key} is missing (fix: +{key}=<value>, see the packaged default with --cfg)")
-        else:
-            message = e["msg"][:1].lower() + e["msg"][1:]
-            out.append(f"{key}={_shown(e['input'])}: {message} (fix: {_fix(e, key)})")
-    return out
-
-
-def _fix(error: dict, key: str) -> str:
-    if error["type"] == "literal_error":
-        return f"{key}={error['ctx']['expected'].replace(chr(39), '')}"
-    if error["type"].startswith("bool"):
-        return f"{key}=true or {key}=false"
-    if error["type"] == "string_pattern_mismatch":
-        return f"{key}=<a plain name: letters, digits, -, _ and .>"
-    try:
-        default = OmegaConf.select(compose([]), key)
-    except UserError:
-        default = None
-    if isinstance(default, (bool, int, float, str)):
-        return f"e.g. {key}={default}, the default"
-    return f"see `medlora <command> --cfg` for {key}"
-
-
-def _shown(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."

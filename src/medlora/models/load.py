@@ -136,7 +136,16 @@ def load_model(cfg: ModelConfig, cache_root: Path):
     """A fresh ``(model, tokenizer)`` from ``mlx_lm.utils.load`` (LoRA mutates models: never shared)."""
     from mlx_lm.utils import load
 
-    return load(model_path(cfg, cache_root))
+    path = model_path(cfg, cache_root)
+    if cfg.source != "hub":
+        return load(path)
+    try:
+        return load(path)
+    except Exception as err:  # noqa: BLE001 - huggingface_hub raises many kinds (offline, not found, gated)
+        head = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot load model {cfg.name} from the Hugging Face hub ({cfg.hub_repo}): {head} "
+                        "(fix: check model.hub_repo and network access, or use the embedded model: "
+                        "model=smollm2_135m)") from None
 
 
 def n_blocks(cfg: ModelConfig, cache_root: Path) -> int:

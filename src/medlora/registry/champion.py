@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -20,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from medlora import tracking
 from medlora.config import RunConfig
 from medlora.errors import UserError
+from medlora.files import temporary_dir
 from medlora.models.generation import load_with_adapter
+from medlora.registry.adapter_check import check_adapter_folder
 from medlora.registry.names import CHAMPION, alias_version, registered_name
 
 
@@ -34,13 +35,18 @@ def champion_adapter(run_cfg: RunConfig, dst: Path) -> tuple[Path, object]:
     if version is None:
         raise UserError(f"no champion for model {run_cfg.model.name} in {run_cfg.paths.mlruns} "
                         "(fix: `medlora sweep` then `medlora promote`)")
-    local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dst))
-    return Path(local), version
+    fix = "medlora promote --rollback, or promote again"
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dst)))
+    except Exception:  # noqa: BLE001 - gone from the artifact store: the check below names it
+        local = dst / "missing"
+    check_adapter_folder(local, f"{name} version {version.version} ({version.source})", fix)
+    return local, version
 
 
 def load_with_champion(run_cfg: RunConfig):
     """Base model + the registry's ``champion`` adapter for ``run_cfg.model``; returns (model, tokenizer, version)."""
-    with tempfile.TemporaryDirectory(prefix="medlora-champion-") as tmp:
+    with temporary_dir("champion") as tmp:
         adapter_dir, version = champion_adapter(run_cfg, Path(tmp))
         model, tokenizer = load_with_adapter(run_cfg, adapter_dir)
     return model, tokenizer, version

@@ -8,7 +8,6 @@ the previous champion alias ``previous``. ``rollback`` swaps the two aliases.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -18,26 +17,22 @@ from mlflow.tracking import MlflowClient
 from medlora import tracking
 from medlora.config import RunConfig, StudyConfig
 from medlora.errors import UserError
+from medlora.files import temporary_dir
+from medlora.config.secrets import mask
 from medlora.registry import model_card
+from medlora.registry.adapter_check import check_adapter_folder
 from medlora.registry.names import CHAMPION, PREVIOUS, alias_version, registered_name
 from medlora.study.report import best_trial
 from medlora.study.storage import existing_study
 
 def check_adapter(artifact_uri: str) -> None:
     """Refuse an adapter folder that mlx-lm could not load (missing or corrupt files)."""
-    from safetensors import safe_open
-
-    with tempfile.TemporaryDirectory() as tmp:
+    with temporary_dir("adapter-check") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp))
-            config = json.loads((local / "adapter_config.json").read_text())
-            with safe_open(str(local / "adapters.safetensors"), framework="numpy") as f:
-                names = list(f.keys())
-        except Exception as err:  # missing file, bad JSON, truncated safetensors ...
-            raise UserError(f"adapter at {artifact_uri} is missing or corrupt ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}) (fix: promote another trial or rerun it)") from None
-    if config.get("fine_tune_type") != "lora" or not names:
-        raise UserError(f"adapter at {artifact_uri} has no LoRA weights (fix: promote another trial)")
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(tmp)))
+        except Exception:  # noqa: BLE001 - an artifact that is not there: the check below names it
+            local = tmp / "missing"
+        check_adapter_folder(local, artifact_uri, "promote another trial or rerun it")
 
 
 def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
@@ -49,7 +44,12 @@ def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
                         f"(fix: run `medlora sweep study.name={study_cfg.name}` until one completes)")
     tracking.connect(run_cfg.paths)
     client = MlflowClient()
-    run = client.get_run(best.user_attrs["run_id"])
+    try:
+        run = client.get_run(best.user_attrs["run_id"])
+    except MlflowException:
+        raise UserError(f"the MLflow store {mask(run_cfg.paths.tracking_uri)} has no run of study {study_cfg.name!r} "
+                        f"(trial #{best.number}, run {best.user_attrs['run_id']}) (fix: the paths.mlruns or "
+                        "paths.mlflow_server the study ran with)") from None
     source = f"{run.info.artifact_uri}/adapters/best"
     check_adapter(source)
 

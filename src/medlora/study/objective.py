@@ -15,8 +15,9 @@ import mlflow
 import optuna
 from mlx_lm.tuner.callbacks import TrainingCallback
 
-from medlora import tracking
+from medlora import liveness, tracking
 from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
+from medlora.config.secrets import mask
 from medlora.training import memory, memory_guard
 from medlora.training.run import train
 
@@ -41,6 +42,16 @@ class StudyContext:
     memory_model: memory.MemoryModel
 
 
+def distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of one searched key."""
+    if spec.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(spec.choices))
+    if spec.type == "int":
+        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log,
+                                                    step=int(spec.step or 1))
+    return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
+
+
 def suggest(trial: optuna.Trial, spec: ParamSpec):
     if spec.type == "categorical":
         return trial.suggest_categorical(spec.key, list(spec.choices))
@@ -58,10 +69,11 @@ def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
 
 
 def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
+    trial.set_user_attr("worker", liveness.me())  # first: a rerun on this host can tell at once that it died
     cap = ctx.study_cfg.memory_cap_gb
     params = {spec.key: suggest(trial, spec) for spec in ctx.study_cfg.search_space}
     overrides = trial_overrides(ctx, params)
-    trial.set_user_attr("overrides", overrides)
+    trial.set_user_attr("overrides", [mask(o) for o in overrides])  # what reproduces it, passwords masked
     cfg = load_run_config(overrides + [f"run_name=trial-{trial.number:03d}",
                                        f"experiment_name={ctx.study_cfg.name}"])
     predicted = ctx.memory_model.predict_gb(cfg.train.batch_size, cfg.train.max_seq_length,

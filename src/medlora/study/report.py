@@ -7,7 +7,9 @@ break a constraint, and ``optuna.visualization.matplotlib``); medlora adds its t
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -20,6 +22,8 @@ from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as ov  # noqa: E402
 
 from medlora.config import StudyConfig  # noqa: E402
+from medlora.config.secrets import MASK  # noqa: E402
+from medlora.errors import UserError  # noqa: E402
 from medlora.files import write_file  # noqa: E402
 
 TRIAL_COLUMNS = ["number", "state", "value", "baseline", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
@@ -123,6 +127,20 @@ def best_yaml(study: optuna.Study, trial) -> str:
               f"# Reproduce it with:  medlora train --from <this file>\n")
     return header + yaml.safe_dump({"overrides": overrides, "trial": trial.number, "value": float(trial.value),
                                     "params": dict(trial.params)}, sort_keys=False)
+
+
+def overrides_from_file(path: str) -> list[str]:
+    """The ``overrides`` list of a best.yaml (:func:`best_yaml`), less those whose password was masked."""
+    try:
+        overrides = yaml.safe_load(Path(path).read_text())["overrides"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read overrides from {path} ({type(err).__name__}) "
+                        "(fix: pass a best.yaml written by `medlora sweep` or `medlora report`)") from None
+    kept = [str(o) for o in overrides if f":{MASK}@" not in str(o)]
+    for dropped in (str(o) for o in overrides if f":{MASK}@" in str(o)):  # never stored: the user passes it again
+        print(f"medlora: note: {dropped.split('=')[0]} from {path} has no password (it is never stored): "
+              "pass it again, or set it in the environment", file=sys.stderr)
+    return kept
 
 
 def write_study_outputs(study: optuna.Study, study_cfg: StudyConfig, parent_run: bool = False) -> dict:

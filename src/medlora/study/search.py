@@ -13,16 +13,18 @@ import warnings
 
 import mlflow
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from medlora import tracking
+from medlora import liveness, tracking
 from medlora.config import RunConfig, StudyConfig, load_run_config
+from medlora.config.secrets import mask
 from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
 from medlora.study import report
-from medlora.study.objective import StudyContext, objective
-from medlora.study.storage import load_study
+from medlora.study.objective import StudyContext, distribution, objective
+from medlora.study.storage import existing_study, load_study, open_storage
 from medlora.training import memory
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -47,6 +49,48 @@ def close_orphaned_runs(study: optuna.Study, parent_run_id: str) -> None:
             client.set_tag(orphan.info.run_id, "error", "the process running this trial died; the trial was "
                                                         "failed by its heartbeat and retried")
             client.set_terminated(orphan.info.run_id, status="FAILED")
+
+
+def check_same_space(study: optuna.Study, study_cfg: StudyConfig) -> None:
+    """Refuse to resume a study with another search space: its trials would not compare (and Optuna
+    would fail them one by one)."""
+    wanted = {spec.key: distribution(spec) for spec in study_cfg.search_space}
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        changed = [f"{key}: {_shown(trial.distributions.get(key))} -> {_shown(wanted.get(key))}"
+                   for key in sorted(set(wanted) | set(trial.distributions))
+                   if trial.distributions.get(key) != wanted.get(key)]
+        if changed:
+            raise UserError(f"study {study_cfg.name!r} was run with another search space ({'; '.join(changed)}) "
+                            f"(fix: a new study.name for the new space, e.g. study.name={study_cfg.name}-2, or "
+                            "resume with the space it had)")
+        return  # one trial's distributions are the study's: Optuna checks the rest
+
+
+def _shown(dist) -> str:
+    if dist is None:
+        return "not searched"
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    return f"{dist.low:g}..{dist.high:g}" + (" log" if dist.log else "") + (f" step {dist.step:g}" if dist.step else "")
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Trials whose process died: FAILED now, their parameters queued again. On this host a dead worker
+    is recognised at once (host, pid and start time on the trial); others' by the heartbeat's grace period."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # the heartbeat: any host, after study.grace_seconds
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if liveness.is_dead(trial.user_attrs.get("worker")):
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # finished meanwhile by another process
+                continue
+            retry(study, study.get_trials(deepcopy=True)[trial.number])
+            failed.append(trial.number)
+    return failed
 
 
 def finished_count(study: optuna.Study, states=FINISHED) -> int:
@@ -76,15 +120,19 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
     Everything a user can get wrong (data, model, search space, a cap below the model) is checked
     before the study, its storage or its MLflow run is created.
     """
+    if not study_cfg.storage.startswith(f"sqlite:///{study_cfg.dir.resolve()}"):
+        open_storage(study_cfg.storage)  # a server or journal elsewhere: reachable, before anything is written
+    resumed = _existing(study_cfg)
+    if resumed is not None:
+        check_same_space(resumed, study_cfg)
     n_blocks, mem = checked_memory_model(study_cfg, run_cfg, base_overrides)
+    splits.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
     study = load_study(study_cfg)
     memory.save(mem, study_cfg.dir / "memory_model.json")
     if study_cfg.enqueue_baseline and not study.get_trials(deepcopy=False):
         # trial 0 is the run config as it stands, so the study shows what searching gained over it
         study.enqueue_trial(baseline_params(study_cfg, run_cfg), user_attrs={"baseline": True})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials whose process died: FAILED now, retried below
+    fail_dead_trials(study)
     ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
 
     tracking.experiment_id(run_cfg.paths, study_cfg.name)
@@ -95,7 +143,7 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
         if parent_id is None:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
             mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
-                               "storage": study_cfg.storage, **{f"memory_model.{k}": v for k, v in
+                               "storage": mask(study_cfg.storage), **{f"memory_model.{k}": v for k, v in
                                                                  mem.__dict__.items()}})
         remaining = study_cfg.n_trials - finished_count(study, COUNTED)
         if remaining > 0:
@@ -114,8 +162,8 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
 
 def checked_memory_model(study_cfg: StudyConfig, run_cfg: RunConfig,
                          base_overrides: list[str]) -> tuple[int, memory.MemoryModel]:
-    """(the model's block count, the calibrated memory model), once data, layers and cap are checked."""
-    splits.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
+    """(the model's block count, the calibrated memory model), once layers and cap are checked (nothing is
+    written before: the data split is prepared after these checks)."""
     n_blocks = count_blocks(run_cfg.model, run_cfg.paths.models)
     max_layers = _max_value(study_cfg, "lora.num_layers", run_cfg.lora.num_layers)
     if max_layers > n_blocks:
@@ -131,6 +179,13 @@ def checked_memory_model(study_cfg: StudyConfig, run_cfg: RunConfig,
                         f"({mem.base_gb:.2f} GB before any activations) (fix: study.memory_cap_gb="
                         f"{math.ceil(mem.base_gb * 2 * 10) / 10} or more, or a smaller model)")
     return n_blocks, mem
+
+
+def _existing(study_cfg: StudyConfig) -> optuna.Study | None:
+    try:
+        return existing_study(study_cfg)
+    except UserError:  # no such study yet
+        return None
 
 
 def _max_value(study_cfg: StudyConfig, key: str, default: int) -> int:

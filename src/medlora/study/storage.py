@@ -14,6 +14,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from medlora.config import StudyConfig
+from medlora.config.secrets import mask
 from medlora.config.study_schema import PrunerConfig, SamplerConfig
 from medlora.errors import UserError
 
@@ -26,7 +27,7 @@ def open_storage(url: str, heartbeat_seconds: int = 20, grace_seconds: int = 60)
 
         path = Path(url[len("journal:"):]).expanduser()
         if not path.parent.is_dir():
-            raise UserError(f"cannot open the study storage {url!r}: folder {path.parent} does not exist "
+            raise UserError(f"cannot open the study storage {mask(url)!r}: folder {path.parent} does not exist "
                             "(fix: create it, or point study.storage elsewhere)")
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     try:
@@ -39,7 +40,7 @@ def open_storage(url: str, heartbeat_seconds: int = 20, grace_seconds: int = 60)
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),  # ... and retried
             )
     except Exception as err:  # SQLAlchemy's OperationalError, ArgumentError, missing driver, ...
-        raise UserError(f"cannot open the study storage {url!r}: {str(err).splitlines()[0]} "
+        raise UserError(f"cannot open the study storage {mask(url)!r}: {mask(str(err).splitlines()[0])} "
                         "(fix: check study.storage, the database server and its credentials)") from None
 
 
@@ -62,7 +63,7 @@ def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
 
 def existing_study(study_cfg: StudyConfig) -> optuna.Study:
     """An existing study, read-only use (report, promote); never creates storage or a study."""
-    missing = UserError(f"no study named {study_cfg.name!r} in {study_cfg.storage} "
+    missing = UserError(f"no study named {study_cfg.name!r} in {mask(study_cfg.storage)} "
                         f"(fix: check study.name, or run `medlora sweep study.name={study_cfg.name}` first)")
     for prefix in ("sqlite:///", "journal:"):
         if study_cfg.storage.startswith(prefix) and not Path(study_cfg.storage[len(prefix):]).exists():

@@ -25,15 +25,20 @@ def adapter_config(cfg: RunConfig, num_layers: int) -> dict:
     }
 
 
-def add_lora(model, cfg: RunConfig) -> int:
-    """Freeze the base model and add LoRA layers to its last ``lora.num_layers`` blocks; return that count."""
-    n_blocks = len(model.layers)
+def lora_layer_count(cfg: RunConfig, n_blocks: int) -> int:
+    """How many blocks ``lora.num_layers`` adapts in a model of ``n_blocks``; UserError if it has fewer."""
     num_layers = n_blocks if cfg.lora.num_layers == -1 else cfg.lora.num_layers
     if num_layers > n_blocks:
         raise UserError(
             f"lora.num_layers={num_layers} but model {cfg.model.name} has {n_blocks} layers "
             f"(fix: lora.num_layers={n_blocks} or fewer, or -1 for all)"
         )
+    return num_layers
+
+
+def add_lora(model, cfg: RunConfig) -> int:
+    """Freeze the base model and add LoRA layers to its last ``lora.num_layers`` blocks; return that count."""
+    num_layers = lora_layer_count(cfg, len(model.layers))
     model.freeze()
     linear_to_lora_layers(model, num_layers, lora_parameters(cfg))
     return num_layers

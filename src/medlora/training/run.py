@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from medlora import tracking
 from medlora.config import RunConfig
 from medlora.data import splits
 from medlora.faults import kill_point
+from medlora.files import temporary_dir
 from medlora.models import blas
 from medlora.models.fastmath import fast_kernels
 from medlora.models.load import load_model, model_path
@@ -78,11 +78,11 @@ def train(
     Bad input (data, model, LoRA shape) fails before the MLflow run is opened: nothing is recorded.
     """
     tic = time.perf_counter()
-    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
     model_ref = model_path(cfg.model, cfg.paths.models)
     mx.random.seed(cfg.train.seed)
     model, tokenizer = load_model(cfg.model, cfg.paths.models)
-    num_layers = add_lora(model, cfg)
+    num_layers = add_lora(model, cfg)  # a LoRA shape the model cannot take fails before the data split is written
+    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
     with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=nested, tags=tags,
                               stop_exceptions=stop_exceptions) as run:
         tracking.log_config(cfg.raw, yaml.safe_dump(cfg.raw, sort_keys=False))
@@ -94,7 +94,7 @@ def train(
         print(f"medlora: run {run.info.run_id} | model {cfg.model.name} | {n_trainable:,} trainable params "
               f"in {num_layers} layers | {len(train_set)} train / {len(valid_set)} val examples | "
               f"BLAS {blas.blas_in_use()}", file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="medlora-adapters-") as tmp:
+        with temporary_dir("adapters") as tmp:
             history, best = _fit(cfg, model, tokenizer, (train_set, valid_set), adapter_config(cfg, num_layers),
                                  extra_callbacks, Path(tmp))
         mlflow.log_figure(loss_curve_figure(history, title=cfg.run_name or run.info.run_id), "loss_curve.png")
