@@ -11,6 +11,7 @@ import argparse
 import sys
 
 import medlora  # noqa: F401  (loads the optimized BLAS before anything imports mlx)
+from medlora.config.compose import SHORTHANDS, overrides_from_file, shorthand_overrides
 
 EPILOG = """\
 overrides are Hydra's key=value syntax, over the config groups (`medlora train --cfg` shows them all):
@@ -30,10 +31,13 @@ examples:
   medlora train --from experiments/default/best.yaml   # rerun the best trial
   medlora promote study.name=default       # best adapter -> registry, alias champion
   medlora promote --rollback               # champion <-> previous
+  medlora promote --run <run id>           # one `medlora train` run's best adapter -> champion
   medlora ask "What is glaucoma?"          # base model + champion adapter, with NIH sources
   medlora ask "What is glaucoma?" ask.rag=true   # retrieved NIH answers given as context
   medlora evaluate                         # test split: base vs champion vs retrieval vs RAG
   medlora evaluate evaluate.questions=20 evaluate.rows=[base,adapter] evaluate.adapter=<run id>
+  medlora serve --port 8001                # OpenAI-compatible chat API for the champion (this machine only)
+  medlora export                           # champion fused -> exports/<name>/ (mlx-lm folder + f16 GGUF), checked
   medlora ui                               # MLflow UI on the project's store
   medlora train --cfg                      # print the composed config and exit
 
@@ -50,6 +54,8 @@ COMMANDS = {
     "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
     "ask": "answer a question with the base model + the 'champion' adapter",
     "evaluate": "score base model, adapter, retrieval and RAG answers on held-out test questions",
+    "serve": "serve the champion as an OpenAI-compatible chat API (triage, notice and sources included)",
+    "export": "fuse the champion into a standalone mlx-lm model folder and a GGUF file, checked by loading back",
     "ui": "start the MLflow UI on the project's store",
 }
 
@@ -77,25 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a best.yaml written by a study: its overrides come first")
         if name == "promote":
             p.add_argument("--rollback", action="store_true", help="swap aliases champion and previous")
+            p.add_argument("--run", metavar="RUN_ID", help="promote this training run's best adapter, not a study's best")
+        for flag, key, metavar, help_text in SHORTHANDS.get(name, []):
+            p.add_argument(flag, dest=flag[2:], metavar=metavar, help=f"{help_text} ({key}=...)")
+        if name == "serve":
+            p.add_argument("--log-questions", action="store_true", help="log the question text (serve.log_questions=true)")
         if name == "ui":
             p.add_argument("--port", type=int, default=5000)
     return parser
-
-
-def overrides_from_file(path: str) -> list[str]:
-    """The ``overrides`` list of a best.yaml."""
-    from pathlib import Path
-
-    import yaml
-
-    from medlora.errors import UserError
-
-    try:
-        overrides = yaml.safe_load(Path(path).read_text())["overrides"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise UserError(f"cannot read overrides from {path} ({type(err).__name__}) "
-                        "(fix: pass a best.yaml written by `medlora sweep` or `medlora report`)") from None
-    return [str(o) for o in overrides]
 
 
 def cmd_init(args) -> None:
@@ -157,17 +152,18 @@ def cmd_report(cfg, composed, args) -> None:
 
 
 def cmd_promote(cfg, composed, args) -> None:
+    from medlora.answers.mlflow_model import promote
     from medlora.config import to_study_config
-    from medlora.registry import promote
     from medlora.registry.names import registered_name
+    from medlora.registry.promote import rollback
 
     name = registered_name(cfg)
     if args.rollback:
-        now, before = promote.rollback(cfg)
+        now, before = rollback(cfg)
         print(f"medlora: {name}: champion is version {now.version} again"
               + (f" (version {before.version} is now 'previous')" if before else ""))
         return
-    version, old = promote.promote(to_study_config(composed), cfg)
+    version, old = promote(to_study_config(composed), cfg, args.run)
     print(f"medlora: {name} version {version.version} is now 'champion'"
           + (f"; version {old.version} is 'previous' (undo: medlora promote --rollback)" if old else ""))
 
@@ -187,6 +183,18 @@ def cmd_evaluate(cfg, composed, args) -> None:
     print(f"medlora: evaluation written to {out} and MLflow (medlora ui)")
 
 
+def cmd_serve(cfg, composed, args) -> None:
+    from medlora.answers.serve import serve
+
+    serve(cfg)
+
+
+def cmd_export(cfg, composed, args) -> None:
+    from medlora.registry.export import export
+
+    print(export(cfg).summary())
+
+
 def cmd_ui(cfg, composed, args) -> None:
     import subprocess
 
@@ -197,7 +205,8 @@ def cmd_ui(cfg, composed, args) -> None:
 
 
 HANDLERS = {"prepare": cmd_prepare, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-            "promote": cmd_promote, "ask": cmd_ask, "evaluate": cmd_evaluate, "ui": cmd_ui}
+            "promote": cmd_promote, "ask": cmd_ask, "evaluate": cmd_evaluate, "serve": cmd_serve,
+            "export": cmd_export, "ui": cmd_ui}
 
 
 def _stop_on_sigterm(signum, frame):
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if getattr(args, "from_file", None):
             args.overrides = overrides_from_file(args.from_file) + list(args.overrides)
+        args.overrides = list(args.overrides) + shorthand_overrides(args.command, vars(args))
         composed = compose(args.overrides)
         if args.cfg:
             from omegaconf import OmegaConf

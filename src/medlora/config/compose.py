@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,18 @@ import medlora.config.workspace as workspace
 from medlora.config.schema import RunConfig
 from medlora.config.study_schema import StudyConfig
 from medlora.errors import UserError
+
+# command-line flags that are shorthands for config overrides: command -> (flag, config key, metavar, help)
+SHORTHANDS = {
+    "serve": [("--version", "serve.adapter", "N", "a registry version number instead of the champion"),
+              ("--run", "serve.adapter", "RUN_ID", "an MLflow run id: that run's best adapter"),
+              ("--host", "serve.host", "HOST", "address to listen on (0.0.0.0: every interface)"),
+              ("--port", "serve.port", "PORT", "port to listen on")],
+    "export": [("--version", "export.adapter", "N", "a registry version number instead of the champion"),
+               ("--run", "export.adapter", "RUN_ID", "an MLflow run id: that run's best adapter"),
+               ("--out", "export.out", "DIR", "output folder"),
+               ("--gguf", "export.gguf", "DTYPE", "GGUF precision: float16, float32 or none")],
+}
 
 _KEY_FIX = "check the key against `medlora <command> --cfg`, use key=value, and +key=value only to add a new key"
 
@@ -77,6 +90,25 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
 def load_run_config(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     return to_run_config(compose(overrides))
+
+
+def overrides_from_file(path: str) -> list[str]:
+    """The ``overrides`` list of a best.yaml."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load(Path(path).read_text())["overrides"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read overrides from {path} ({type(err).__name__}) "
+                        "(fix: pass a best.yaml written by `medlora sweep` or `medlora report`)") from None
+    return [str(o) for o in overrides]
+
+
+def shorthand_overrides(command: str, flags: dict[str, Any]) -> list[str]:
+    """``medlora serve --port 8001`` -> ``serve.port=8001``: flags become overrides, checked like any other."""
+    out = [f"{key}='{value}'" if flag == "--run" else f"{key}={value}"  # quoted: a run id stays text
+           for flag, key, _, _ in SHORTHANDS.get(command, []) if (value := flags.get(flag[2:])) is not None]
+    return out + (["serve.log_questions=true"] if flags.get("log_questions") else [])
 
 
 def to_study_config(cfg: DictConfig) -> StudyConfig:
