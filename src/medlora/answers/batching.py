@@ -39,6 +39,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, logits_processors: list, max_batch: int):
         self.model, self.tokenizer = model, tokenizer
         self.logits_processors, self.max_batch = logits_processors, max_batch
+        self.peak = 0  # the most requests decoded together so far
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="medlora-decoder", daemon=True)
         self._thread.start()
@@ -96,6 +97,7 @@ class Engine:
                 job = self._inbox.get_nowait()
         except queue.Empty:
             pass
+        self.peak = max(self.peak, len(active))
         gone = [uid for uid, job in active.items() if job.cancelled]
         if gone:
             gen.remove(gone)

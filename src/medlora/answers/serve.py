@@ -64,9 +64,13 @@ def serve(cfg: RunConfig) -> None:
     """Serve until Ctrl-C."""
     import uvicorn
 
-    sock = listen(cfg.serve.host, cfg.serve.port)  # before loading: a taken port fails in a second
-    log_to_stderr()
     service = build(cfg)
+    try:
+        sock = listen(cfg.serve.host, cfg.serve.port)
+    except UserError:
+        service.engine.close()
+        raise
+    log_to_stderr()
     host, port = sock.getsockname()[:2]
     print(f"medlora: serving {service.model_id} ({service.answerer.label}) at http://{host}:{port}/v1 "
           f"(OpenAI chat completions; /health, /v1/models); Ctrl-C stops", file=sys.stderr, flush=True)

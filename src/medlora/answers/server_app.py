@@ -119,7 +119,8 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": service.model_id, "adapter": service.answerer.label,
-                "in_flight": service.slots.used, "max_concurrent": service.slots.limit}
+                "in_flight": service.slots.used, "max_concurrent": service.slots.limit,
+                "peak_batch": service.engine.peak}
 
     @app.get("/v1/models")
     async def models():
