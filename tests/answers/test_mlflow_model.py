@@ -187,3 +187,28 @@ def test_mlflow_models_serve_answers_post_invocations(promoted, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_medlora_serve_answers_curl_like_requests_and_stops_on_ctrl_c(promoted):
+    """The command itself: `medlora serve --port 0` prints where it listens; a plain HTTP POST gets a streamed
+    answer; SIGINT (Ctrl-C) stops it cleanly."""
+    _, overrides, _, root = promoted
+    server = subprocess.Popen([sys.executable, "-m", "medlora.cli", "serve", "--port", "0", *overrides],
+                              env={**os.environ, "MEDLORA_WORKSPACE": str(root)}, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = server.stderr.readline()
+        assert "serving medlora-tiny_random (champion v2) at http://127.0.0.1:" in banner, banner
+        url = banner.split(" at ")[1].split()[0]
+        request = urllib.request.Request(f"{url}/chat/completions", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"messages": [{"role": "user", "content": QUESTION}],
+                                                          "stream": True, "max_tokens": 5}).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            lines = [line.decode().strip() for line in response if line.strip()]
+        assert lines[-1] == "data: [DONE]" and json.loads(lines[-2][6:])["medlora"]["notice"] == safety.DISCLAIMER
+    finally:
+        server.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        assert server.wait(30) == 0
+    assert time.monotonic() - started < 10
+    log = server.stderr.read()
+    assert "status=200" in log and "Traceback" not in log and QUESTION not in log

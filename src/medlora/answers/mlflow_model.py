@@ -15,6 +15,7 @@ Importing this module loads no mlx: the model is read in ``load_context``, on fi
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version as installed
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def save(cfg: RunConfig, adapter_dir: Path, card: str, dst: Path, tags: dict) ->
     base = base_reference(cfg.model)
     conf = {key: cfg.raw[key] for key in SECTIONS}
     conf.update(base_model=base, label=f"medlora-{cfg.model.name} v{tags.get('version', '?')}")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example ...": noise on a CLI
     mlflow.pyfunc.save_model(
         path=str(dst), python_model=str(code_file),
         artifacts={"adapter": str(adapter_dir), "model_card": str(card_file)},
