@@ -76,6 +76,12 @@ OVERRIDE_CASES = {
     "rollback_without_store": (["promote", "--rollback"], "no MLflow store"),
     "ask_without_champion": (["ask", "What is glaucoma?"], "no champion"),
     "negative_sources": (["ask", "What is glaucoma?", "ask.sources=-1"], "ask.sources"),
+    "promote_run_without_store": (["promote", "--run", "0" * 32], "no MLflow store"),
+    "serve_without_champion": (["serve"], "no champion"),
+    "serve_port_out_of_range": (["serve", "serve.port=70000"], "serve.port=70000"),
+    "serve_unknown_adapter": (["serve", "--run", "nonsense"], "is not 'champion'"),
+    "export_without_champion": (["export"], "no champion"),
+    "export_unknown_gguf": (["export", "export.gguf=q4"], "export.gguf=q4"),
 }
 
 

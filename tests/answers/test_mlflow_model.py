@@ -42,7 +42,7 @@ def promoted(tmp_path_factory, model_cache, small_csv):
         "train.iters=4", "train.steps_per_eval=2", "train.steps_per_report=2", "generation.max_tokens=4"]
     cfg = load_run_config(overrides)
     run_id = train(cfg).run_id
-    promote_run(cfg, run_id)  # version 1: source = the adapter folder, as promoted before medlora 0.3
+    promote_run(cfg, run_id)  # version 1: source = the adapter folder, as earlier releases promoted
     assert main(["promote", "--run", run_id, *overrides]) == 0  # version 2: an MLflow Model, champion
     tracking.connect(cfg.paths)
     with pytest.MonkeyPatch.context() as mp:

@@ -9,7 +9,7 @@
     model, tokenizer, version = load_with_champion(load_run_config())
 
 A registered version's source is either an adapter folder (``adapter_config.json`` +
-``adapters.safetensors``; versions promoted before medlora 0.3) or an MLflow Model (pyfunc,
+``adapters.safetensors``; versions promoted by earlier releases) or an MLflow Model (pyfunc,
 :mod:`medlora.answers.mlflow_model`) that holds the adapter as its artifact ``adapter``: both load.
 """
 

@@ -7,7 +7,7 @@ the previous champion alias ``previous``. ``rollback`` swaps the two aliases.
 With a ``package`` (the CLI passes :func:`medlora.answers.mlflow_model.save`), the version's
 source is an MLflow Model holding the adapter and the model card, logged on the trial's run
 under ``registered_model/<name>-v<N>/``; without one it is the run's ``adapters/best`` folder, as
-before medlora 0.3. :mod:`medlora.registry.champion` loads both.
+earlier releases registered it. :mod:`medlora.registry.champion` loads both.
 """
 
 from __future__ import annotations
