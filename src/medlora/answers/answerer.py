@@ -48,6 +48,7 @@ class Answerer:
         stop_at_special_tokens(tokenizer)
         self._index: retrieval.BM25 | None = None
         self._index_lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one decoding at a time (a server may call from several threads)
 
     def _search(self, question: str, k: int) -> list[retrieval.Hit]:
         if k <= 0:
@@ -84,10 +85,11 @@ class Answerer:
         """Replies to independent questions; the model answers the ones without a red flag, in batches."""
         flags = [safety.triage(q) for q in questions]
         todo = [self.model_question(q) for q, flag in zip(questions, flags) if flag is None]
-        generated = iter(generate_answers(
-            self.model, self.tokenizer, todo, max_tokens=max_tokens or self.cfg.generation.max_tokens,
-            system_prompt=self.cfg.data.system_prompt, settings=self.cfg.generation,
-            batch_size=self.cfg.evaluate.generation_batch_size) if todo else [])
+        with self._model_lock:
+            generated = iter(generate_answers(
+                self.model, self.tokenizer, todo, max_tokens=max_tokens or self.cfg.generation.max_tokens,
+                system_prompt=self.cfg.data.system_prompt, settings=self.cfg.generation,
+                batch_size=self.cfg.evaluate.generation_batch_size) if todo else [])
         return [Reply(flag.message, flag.kind, None, ()) if flag is not None else
                 Reply(next(generated), None, safety.DISCLAIMER, self.sources(q))
                 for q, flag in zip(questions, flags)]
