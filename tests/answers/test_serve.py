@@ -228,6 +228,7 @@ def post(url: str, body: dict) -> dict:
 
 
 def test_a_real_server_decodes_concurrent_requests_together_and_refuses_in_json(service):
+    service.engine.peak = 0
     with served(service) as url:
         replies = [None] * 4
 

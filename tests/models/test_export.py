@@ -68,12 +68,13 @@ def test_fused_folder_and_gguf_read_back_give_the_adapter_models_logits(adapter,
     assert "fused max |diff|" in capsys.readouterr().out
 
 
-def test_gguf_none_writes_only_the_folder(adapter):
+def test_exporting_again_replaces_the_earlier_export_and_gguf_none_writes_only_the_folder(adapter):
     root, overrides = adapter
-    assert main(["export", *overrides, f"export.adapter={root / 'adapter'}", "--out", str(root / "plain"),
-                 "--gguf", "none"]) == 0
-    folder = root / "plain" / "medlora-tiny_random-adapter"
+    argv = ["export", *overrides, f"export.adapter={root / 'adapter'}", "--out", str(root / "again")]
+    assert main(argv) == 0 and main([*argv, "--gguf", "none"]) == 0
+    folder = root / "again" / "medlora-tiny_random-adapter"
     assert not list(folder.glob("*.gguf")) and json.loads((folder / "medlora_export.json").read_text())["gguf"] is None
+    assert sorted(p.name for p in (root / "again").iterdir()) == [folder.name]  # nothing of the first one is left
 
 
 def test_llama_metadata_reproduces_the_shipped_smollm2_gguf():

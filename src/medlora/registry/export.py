@@ -79,6 +79,22 @@ def _read_back_gguf(path: Path, questions: list[str], system_prompt: str | None)
         return fused.next_token_logits(model, tokenizer, questions, system_prompt)
 
 
+def _replace(final: Path, fill) -> None:
+    """Publish a new ``final`` folder; an earlier export there is removed only once the new one is complete."""
+    old = final.with_name(f".old-{final.name}") if final.exists() else None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    try:
+        publish_dir(final, fill, marker=REPORT)
+    except BaseException:
+        if old is not None and not final.exists():
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def export(cfg: RunConfig) -> Exported:
     """Fuse, save, write GGUF, read both back and compare; return the figures (also in ``medlora_export.json``)."""
     from mlx_lm.utils import load
@@ -101,9 +117,7 @@ def export(cfg: RunConfig) -> Exported:
             fused.write_gguf(model, fused.read_config(folder), source, folder / gguf_name, cfg.export.gguf, name)
         (folder / REPORT).write_text("{}")
 
-    if final.exists():
-        shutil.rmtree(final)
-    publish_dir(final, fill, marker=REPORT)
+    _replace(final, fill)
     fused_diff = fused.max_abs_difference(reference, fused.next_token_logits(*load(str(final)), questions, system))
     gguf_diff = gguf_vs_adapter = None
     if gguf_name:
