@@ -75,7 +75,9 @@ def questions(model_input) -> list[str]:
     cells = column.tolist() if hasattr(column, "tolist") else [column] if isinstance(column, str) else list(column)
     out: list[str] = []
     for cell in cells:
-        out.extend(str(q) for q in cell) if isinstance(cell, (list, tuple)) or hasattr(cell, "tolist") else \
+        if isinstance(cell, (list, tuple)) or hasattr(cell, "tolist"):  # a list, or a numpy array of them
+            out.extend(str(q) for q in cell)
+        else:
             out.append(str(cell))
     return out
 
