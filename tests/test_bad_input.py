@@ -101,6 +101,13 @@ OVERRIDE_CASES = {
     "data_csv_is_a_folder": (["prepare", "data.csv={root}"], "not a file"),
     "output_under_a_file": (["train", "paths.experiments={root}/inputs/afile/experiments"], "is a file"),
     "missing_from_file": (["train", "--from", "{root}/nope.yaml"], "cannot read overrides"),
+    # kinds added with issue 16
+    "promote_run_without_store": (["promote", "--run", "0" * 32], "no MLflow store"),
+    "serve_without_champion": (["serve"], "no champion"),
+    "serve_port_out_of_range": (["serve", "serve.port=70000"], "serve.port=70000"),
+    "serve_unknown_adapter": (["serve", "--run", "nonsense"], "is not 'champion'"),
+    "export_without_champion": (["export"], "no champion"),
+    "export_unknown_gguf": (["export", "export.gguf=q4"], "export.gguf=q4"),
 }
 
 

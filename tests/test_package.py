@@ -32,7 +32,7 @@ def installed(tmp_path_factory) -> Path:
     """The ``bin/`` folder of a fresh venv with the wheel of this checkout installed."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # a copy: building writes build/ and *.egg-info beside the sources
-    outputs = {".git", ".venv", "mlruns", "experiments", "data", "build"}  # the checkout's own, not the package's
+    outputs = {".git", ".venv", "mlruns", "experiments", "exports", "data", "build"}  # the checkout's own, not the package's
     shutil.copytree(ROOT, source, ignore=lambda folder, names: [
         n for n in names if n.endswith(".egg-info") or n == "__pycache__" or (Path(folder) == ROOT and n in outputs)])
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp / "dist", source], cwd=tmp)

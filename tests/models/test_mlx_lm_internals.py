@@ -17,10 +17,21 @@ USED = {
     "mlx_lm.tuner.trainer": ["train", "evaluate", "iterate_batches", "default_loss", "TrainingArgs"],
     "mlx_lm.tuner.callbacks": ["TrainingCallback"],
     "mlx_lm.tuner.utils": ["linear_to_lora_layers", "load_adapters"],
-    "mlx_lm.generate": ["stream_generate", "batch_generate"],
+    "mlx_lm.generate": ["stream_generate", "batch_generate", "BatchGenerator"],
     "mlx_lm.sample_utils": ["make_sampler", "make_logits_processors"],
-    "mlx_lm.utils": ["load"],
+    "mlx_lm.utils": ["load", "save", "load_config"],
+    "mlx_lm.gguf": ["permute_weights", "translate_weight_names"],  # medlora export's GGUF tensors
 }
+
+
+def test_the_batch_generator_has_the_calls_medlora_serve_makes():
+    """medlora.answers.batching drives BatchGenerator: insert (with samplers), next_generated, remove, close."""
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.tuner.lora import LoRALinear
+
+    missing = [name for name in ("insert", "next_generated", "remove", "close") if not hasattr(BatchGenerator, name)]
+    assert not missing and "samplers" in BatchGenerator.insert.__code__.co_varnames, missing
+    assert hasattr(LoRALinear, "fuse")  # medlora export fuses LoRA layers with mlx-lm's own fuse
 
 
 @pytest.mark.parametrize("module", sorted(USED))

@@ -7,17 +7,19 @@ from medlora.config.schema import (
     AskConfig,
     DataConfig,
     EvaluateConfig,
+    ExportConfig,
     GenerationConfig,
     LoraConfig,
     ModelConfig,
     Paths,
     ProbeConfig,
     RunConfig,
+    ServeConfig,
     TinyModelArgs,
     TrainConfig,
 )
 from medlora.config.study_schema import ParamSpec, StudyConfig
 
 __all__ = ["compose", "load_run_config", "to_run_config", "to_study_config", "AskConfig", "DataConfig",
-           "EvaluateConfig", "GenerationConfig", "LoraConfig", "ModelConfig", "ParamSpec", "Paths", "ProbeConfig",
-           "RunConfig", "StudyConfig", "TinyModelArgs", "TrainConfig"]
+           "EvaluateConfig", "ExportConfig", "GenerationConfig", "LoraConfig", "ModelConfig", "ParamSpec", "Paths", "ProbeConfig",
+           "RunConfig", "ServeConfig", "StudyConfig", "TinyModelArgs", "TrainConfig"]

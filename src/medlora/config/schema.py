@@ -165,6 +165,38 @@ class EvaluateConfig(Section):
     generation_batch_size: PositiveInt  # answers decoded together (mlx-lm batch_generate)
 
 
+class _UsesAdapter(Section):
+    adapter: Annotated[str, Field(min_length=1)]  # champion | registry version number | MLflow run id | folder
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        """``serve.adapter=3`` arrives from Hydra as an int: a version number, kept as text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ServeConfig(_UsesAdapter):
+    host: str
+    port: Annotated[int, Field(ge=0, le=65535)]
+    max_tokens: PositiveInt
+    max_prompt_tokens: PositiveInt
+    max_request_bytes: PositiveInt
+    max_concurrent: PositiveInt
+    append_notice: bool
+    log_questions: bool
+
+
+class ExportConfig(_UsesAdapter):
+    out: AnyPath
+    gguf: Literal["float16", "float32", "none"]
+    check_prompts: PositiveInt
+
+    @field_validator("out")
+    @classmethod
+    def _in_workspace(cls, path: Path) -> Path:
+        return workspace.resolve(path)
+
+
 class RunConfig(Section):
     """Everything one training run, ``ask`` or ``evaluate`` needs (the ``study`` group is separate)."""
 
@@ -177,6 +209,8 @@ class RunConfig(Section):
     generation: GenerationConfig
     ask: AskConfig
     evaluate: EvaluateConfig
+    serve: ServeConfig
+    export: ExportConfig
     experiment_name: Name
     run_name: str | None
     raw: dict[str, Any] = Field(repr=False, strict=False)  # the whole resolved tree, for logging only

