@@ -34,7 +34,7 @@ examples:
   medlora ask "What is glaucoma?" ask.rag=true   # retrieved NIH answers given as context
   medlora evaluate                         # test split: base vs champion vs retrieval vs RAG
   medlora evaluate evaluate.questions=20 evaluate.rows=[base,adapter] evaluate.adapter=<run id>
-  medlora ui                               # MLflow UI on the project's store
+  medlora ui --open study.name=default     # MLflow UI on the workspace's store, on the study's trials
   medlora train --cfg                      # print the composed config and exit
 
 Runs are tracked in MLflow under the workspace's mlruns/ (sqlite:///mlruns/mlflow.db + mlruns/artifacts/).
@@ -50,7 +50,7 @@ COMMANDS = {
     "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
     "ask": "answer a question with the base model + the 'champion' adapter",
     "evaluate": "score base model, adapter, retrieval and RAG answers on held-out test questions",
-    "ui": "start the MLflow UI on the project's store",
+    "ui": "start the MLflow UI on the workspace's store and print the link to the study's trials",
 }
 
 
@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "promote":
             p.add_argument("--rollback", action="store_true", help="swap aliases champion and previous")
         if name == "ui":
-            p.add_argument("--port", type=int, default=5000)
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                           "machine only; 0.0.0.0: every interface)")
+            p.add_argument("--port", default="5000", help="port to listen on (default 5000)")
+            p.add_argument("--open", action="store_true", help="open the link in the default web browser")
     return parser
 
 
@@ -188,12 +191,10 @@ def cmd_evaluate(cfg, composed, args) -> None:
 
 
 def cmd_ui(cfg, composed, args) -> None:
-    import subprocess
+    from medlora.config import to_study_config
+    from medlora.ui import serve
 
-    uri = cfg.paths.tracking_uri
-    print(f"medlora: MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it")
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                    "--registry-store-uri", uri, "--port", str(args.port)], check=False)
+    serve(cfg, to_study_config(composed), args.host, args.port, args.open)
 
 
 HANDLERS = {"prepare": cmd_prepare, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,

@@ -19,7 +19,7 @@ USED = {
     "mlx_lm.tuner.utils": ["linear_to_lora_layers", "load_adapters"],
     "mlx_lm.generate": ["stream_generate", "batch_generate"],
     "mlx_lm.sample_utils": ["make_sampler", "make_logits_processors"],
-    "mlx_lm.utils": ["load"],
+    "mlx_lm.utils": ["load", "get_total_parameters"],
 }
 
 

@@ -28,7 +28,7 @@ overdoses, self-harm or a child in danger get a triage message instead of a gene
 ## Limits
 - Not a medical device and not a substitute for a clinician: answers can be wrong, outdated or
   invented, stated with confidence. Never use them for diagnosis, dosing or emergencies.
-- A 135M-parameter model: it knows little beyond its training data and may repeat itself.
+- {size}: it knows little beyond its training data and may repeat itself.
 - English only; MedQuAD covers NIH sources up to its collection date (2019) and mostly
   information / symptoms / causes / treatment questions about named conditions.
 - Trained on answers cut to `train.max_seq_length` tokens at their last whole sentence that fits:
@@ -36,14 +36,24 @@ overdoses, self-harm or a child in danger get a triage message instead of a gene
 """
 
 
+def model_size(n_parameters: int | None) -> str:
+    """'A 135M-parameter model' (counted when the adapter was trained), or 'A small model' when not recorded."""
+    if not n_parameters:
+        return "A small model (its size was not recorded)"
+    return f"A {n_parameters / 1e9:.1f}B-parameter model" if n_parameters >= 1e9 else \
+        f"A {n_parameters / 1e6:.3g}M-parameter model"
+
+
 def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int, val_loss: float,
-           params: dict, manifest: dict | None, evaluation_md: str | None = None) -> str:
+           params: dict, manifest: dict | None, evaluation_md: str | None = None,
+           n_parameters: int | None = None) -> str:
     """The card's markdown."""
     base = BASE_MODELS.get(cfg.model.name, cfg.model.name)
+    size = f" ({n_parameters:,} parameters)" if n_parameters else ""
     lines = [
         f"# medlora-{cfg.model.name}, version {version}",
         "",
-        f"LoRA adapter for **{base}**, fine-tuned by medlora on MedQuAD medical question-answer pairs.",
+        f"LoRA adapter for **{base}**{size}, fine-tuned by medlora on MedQuAD medical question-answer pairs.",
         "",
         "## Training data",
         "MedQuAD (Ben Abacha & Demner-Fushman, BMC Bioinformatics 20:511, 2019): question/answer pairs "
@@ -65,24 +75,48 @@ def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int,
         "",
         "| setting | value |",
         "|---|---|",
-        *[f"| {key} | {value} |" for key, value in sorted(params.items())],
+        *[f"| {key} | {value:.3g} |" if isinstance(value, float) else f"| {key} | {value} |"
+          for key, value in sorted(params.items())],
         "",
         "## Evaluation",
         evaluation_md.strip() if evaluation_md else
         "Not evaluated yet: `medlora evaluate` scores it on the held-out test split and rewrites this card.",
         "",
-        INTENDED_USE,
+        INTENDED_USE.format(size=model_size(n_parameters)),
     ]
     return "\n".join(lines)
 
 
 def for_version(client, cfg: RunConfig, version, evaluation_md: str | None = None) -> str:
-    """The card of registered ``version`` (its tags carry the study, trial and parameters)."""
+    """The card of registered ``version``: its tags carry the study, trial and searched parameters (one tag
+    each, named like the config key; versions promoted before that have them as one JSON tag ``params``)."""
     tags = version.tags
+    params = json.loads(tags["params"]) if "params" in tags else {k: _number(v) for k, v in tags.items() if "." in k}
+    size = tags.get("base_model_parameters") or _run_param(client, version.run_id, "model_parameters")
     manifest = prepared_manifest(cfg.data, cfg.paths.processed)  # None: the card goes without the split's counts
     return render(cfg, version=version.version, run_id=version.run_id, study=tags.get("study", "?"),
                   trial=int(tags.get("trial", -1)), val_loss=float(tags.get("best_val_loss", "nan")),
-                  params=json.loads(tags.get("params", "{}")), manifest=manifest, evaluation_md=evaluation_md)
+                  params=params, manifest=manifest, evaluation_md=evaluation_md,
+                  n_parameters=int(size) if size and size.isdigit() else None)
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _run_param(client, run_id: str, key: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).data.params.get(key)
+    except MlflowException:  # a deleted run: the card goes without it
+        return None
 
 
 def write(client, cfg: RunConfig, version, evaluation_md: str | None = None) -> str:

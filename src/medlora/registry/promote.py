@@ -18,10 +18,11 @@ from mlflow.tracking import MlflowClient
 from medlora import tracking
 from medlora.config import RunConfig, StudyConfig
 from medlora.errors import UserError
-from medlora.registry import model_card
+from medlora.registry import marks, model_card
 from medlora.registry.names import CHAMPION, PREVIOUS, alias_version, registered_name
 from medlora.study.report import best_trial
 from medlora.study.storage import existing_study
+
 
 def check_adapter(artifact_uri: str) -> None:
     """Refuse an adapter folder that mlx-lm could not load (missing or corrupt files)."""
@@ -65,9 +66,11 @@ def _register_and_move_aliases(client: MlflowClient, name: str, source: str, run
         pass  # exists already
     version = client.create_model_version(
         name, source=source, run_id=run.info.run_id,
-        tags={"base_model": run_cfg.model.name, "study": study_cfg.name, "trial": str(best.number),
-              "best_val_loss": f"{best.value:.4f}", "params": json.dumps(best.params),
-              "overrides": json.dumps(best.user_attrs.get("overrides", []))},
+        # one readable tag per fact and per searched parameter (the reproducing overrides are in best.yaml)
+        tags=tracking.fields({"base_model": run_cfg.model.name, "study": study_cfg.name, "trial": best.number,
+                              "run": run.info.run_name, "best_val_loss": f"{best.value:.4f}",
+                              "base_model_parameters": run.data.params.get("model_parameters", "?"),
+                              **best.params}),
         description=f"study {study_cfg.name} trial #{best.number}: best validation loss {best.value:.4f}",
     )
     old = alias_version(client, name, CHAMPION)
@@ -75,6 +78,7 @@ def _register_and_move_aliases(client: MlflowClient, name: str, source: str, run
     if old is not None and old.version != version.version:
         client.set_registered_model_alias(name, PREVIOUS, old.version)
     model_card.write(client, run_cfg, client.get_model_version(name, version.version))
+    marks.mark_aliases(client, name)
     return version, old
 
 
@@ -91,4 +95,5 @@ def rollback(run_cfg: RunConfig):
         client.set_registered_model_alias(name, CHAMPION, previous.version)
         if champion is not None:
             client.set_registered_model_alias(name, PREVIOUS, champion.version)
+        marks.mark_aliases(client, name)
     return previous, champion
