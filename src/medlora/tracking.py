@@ -87,7 +87,7 @@ def experiment_id(paths: Paths, name: str) -> str:
     return created
 
 
-def hide_empty_default_experiment() -> None:
+def hide_empty_default_experiment(client=None) -> None:
     """Delete (MLflow keeps it, marked deleted) the store's "Default" experiment when no run uses it.
 
     MLflow creates it with every store, its artifacts in whatever folder the process started in;
@@ -95,7 +95,7 @@ def hide_empty_default_experiment() -> None:
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = client or MlflowClient()
     default = client.get_experiment("0")
     if default is not None and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
         client.delete_experiment("0")

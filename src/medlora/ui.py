@@ -1,8 +1,8 @@
 """``medlora ui``: the MLflow UI on the workspace's store, light, opened on the study's runs.
 
     check --host/--port -> `mlflow server` (one uvicorn worker, no job runner, no telemetry) in a
-    process group of its own -> the study's saved view -> /health answers -> print (and open) the
-    link -> wait for Ctrl-C, SIGTERM or the server's end -> stop the whole process group
+    process group of its own -> /health answers -> the study's saved view, through the server ->
+    print (and open) the link -> wait for Ctrl-C, SIGTERM or the server's end -> stop the whole group
 
 On Linux the server also gets SIGTERM when this process dies without cleaning up (``kill -9``).
 With ``paths.mlflow_server`` set, no server is started: the link points at that server.
@@ -72,21 +72,27 @@ def start(command: list[str], log: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM to the server's whole process group, SIGKILL to what is left after ``grace_s``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+    """SIGTERM to the server's whole process group; SIGKILL to what is left of it after ``grace_s``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(proc.pid):  # the wrapper reaped, its uvicorn gone
             return
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        try:  # the wrapper has exited; its uvicorn child may still be in the group
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
+        time.sleep(0.05)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def wait_ready(proc: subprocess.Popen, base_url: str, log: Path) -> float:
@@ -105,16 +111,16 @@ def wait_ready(proc: subprocess.Popen, base_url: str, log: Path) -> float:
     raise UserError(f"the MLflow server did not answer within {READY_TIMEOUT_S} s (fix: see {log})")
 
 
-def study_link(cfg: RunConfig, study_cfg: StudyConfig, base_url: str) -> tuple[str, str]:
-    """(the link to the study's runs with its saved view, a line saying what it shows)."""
-    from mlflow.tracking import MlflowClient
+def study_link(client, study_cfg: StudyConfig, base_url: str, local: bool = True) -> tuple[str, str]:
+    """(the link to the study's runs with its saved view, a line saying what it shows).
 
+    On the workspace's own store (``local``) the empty "Default" experiment is hidden too."""
     from medlora import tracking
     from medlora.study import overview
 
-    tracking.connect(cfg.paths)
-    client = MlflowClient()
     experiment = client.get_experiment_by_name(study_cfg.name)
+    if experiment is not None and local:
+        tracking.hide_empty_default_experiment(client)
     if experiment is None:
         return (f"{base_url}/#/experiments?workflowType=machine_learning",
                 f"no study {study_cfg.name!r} in this store yet (`medlora sweep study.name={study_cfg.name}`): "
@@ -126,7 +132,12 @@ def study_link(cfg: RunConfig, study_cfg: StudyConfig, base_url: str) -> tuple[s
 
 
 def serve(cfg: RunConfig, study_cfg: StudyConfig, host: str, port: str, open_browser: bool) -> None:
-    """Run the UI until Ctrl-C / SIGTERM; every process it started is stopped on the way out."""
+    """Run the UI until Ctrl-C / SIGTERM; every process it started is stopped on the way out.
+
+    The server starts first and creates (or migrates) the store; this process imports MLflow meanwhile
+    and then reads and tags the study through the server's REST API, never the database beside it.
+    """
+    tic = time.perf_counter()
     number = checked_port(host, port) if cfg.paths.local_store else 0
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
     base_url = cfg.paths.mlflow_server.rstrip("/") if number == 0 else f"http://{shown}:{number}"
@@ -135,10 +146,14 @@ def serve(cfg: RunConfig, study_cfg: StudyConfig, host: str, port: str, open_bro
         log = cfg.paths.mlruns / "ui-server.log"
         proc = start(server_command(cfg.paths.tracking_uri, cfg.paths.mlruns / "artifacts", host, number), log)
     try:
-        link, what = study_link(cfg, study_cfg, base_url)  # while the server starts
+        from mlflow.tracking import MlflowClient  # while the server starts
+
         if proc is not None:
-            seconds = wait_ready(proc, base_url, log)
-            print(f"medlora: MLflow UI ready in {seconds:.1f} s (store {cfg.paths.mlruns}, server log {log})")
+            wait_ready(proc, base_url, log)
+            print(f"medlora: MLflow UI ready in {time.perf_counter() - tic:.1f} s (store {cfg.paths.mlruns}, "
+                  f"server log {log})")
+        client = MlflowClient(tracking_uri=base_url, registry_uri=base_url)
+        link, what = study_link(client, study_cfg, base_url, local=proc is not None)
         print(f"medlora: {what}:\n  {link}\nmedlora: model registry: {base_url}/#/models?workflowType=machine_learning")
         if open_browser:
             import webbrowser

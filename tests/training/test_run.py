@@ -52,7 +52,7 @@ def test_run_records_everything(finished_run, tmp_path):
     best = client.get_metric_history(result.run_id, "best_val_loss")  # the running minimum after iteration 0
     assert [m.step for m in best] == [3, 7, 11]
     assert [m.value for m in best] == [min(v.value for v in val[1:i + 2]) for i in range(3)]
-    assert run.data.metrics["best_val_loss"] == result.best_val_loss
+    assert run.data.metrics["best_val_loss"] == round(result.best_val_loss, 4)  # 4 decimals: shown whole in the UI
     for key in ("run_seconds", "median_tokens_per_second", "peak_rss_gb"):
         assert run.data.metrics[key] > 0, key
     assert run.data.tags["outcome"] == "complete"
@@ -85,10 +85,10 @@ def test_run_records_everything(finished_run, tmp_path):
 
 def test_best_adapter_is_the_lowest_val_loss_and_loads(finished_run, tmp_path):
     cfg, result, client = finished_run
-    val = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}
-    assert result.best_val_loss == min(v for step, v in val.items() if step > 0)  # step 0 is the base model
-    assert val[result.best_iteration] == result.best_val_loss
-    assert result.first_val_loss == val[0]
+    val = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}  # logged to 4 decimals
+    assert round(result.best_val_loss, 4) == min(v for step, v in val.items() if step > 0)  # step 0: the base model
+    assert val[result.best_iteration] == round(result.best_val_loss, 4)
+    assert round(result.first_val_loss, 4) == val[0]
 
     best_dir = client.download_artifacts(result.run_id, "adapters/best", str(tmp_path))
     meta = json.loads((Path(best_dir) / "adapter_config.json").read_text())

@@ -95,10 +95,27 @@ class Browser:
         return self.eval("document.body ? document.body.innerText : ''") or ""
 
     def frames_text(self) -> str:
-        """The text of the page and of its same-origin iframes (MLflow shows HTML artifacts in one)."""
-        return self.eval("[document.body.innerText, ...Array.from(document.querySelectorAll('iframe')).map("
-                         "f => { try { return f.contentDocument.body.innerText } catch (e) { return '' } })]"
-                         ".join('\\n')") or ""
+        """The text of the page and of the iframes in it, sandboxed ones included: MLflow shows an HTML
+        artifact in a sandboxed iframe, which Chromium runs as a target of its own."""
+        texts = [self.text()]
+        for target in self._call("Target.getTargets")["targetInfos"]:
+            if target["type"] != "iframe":
+                continue
+            session = self._call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
+            result = self._call("Runtime.evaluate", {"expression": "document.body ? document.body.innerText : ''",
+                                                     "returnByValue": True}, session["sessionId"])
+            texts.append(result["result"].get("value") or "")
+            self._call("Target.detachFromTarget", {"sessionId": session["sessionId"]})
+        return "\n".join(texts)
+
+    def wait_for_frames_text(self, *needles: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.frames_text()
+            if all(n in text for n in needles):
+                return True
+            time.sleep(0.25)
+        return False
 
     def click_text(self, text: str, selector: str = "button, a, [role=button], [role=tab], span, div") -> bool:
         """Click the innermost element matching ``selector`` whose text is exactly ``text``."""

@@ -31,7 +31,7 @@ NAME = "medlora-tiny_random"
 def ui(tmp_path_factory, model_cache, small_csv):
     """A tiny study promoted twice, served by `medlora ui`: (base url, study link, MLflow client, overrides)."""
     root = tmp_path_factory.mktemp("ui")
-    overrides = isolated_overrides(root, model_cache, small_csv) + ["study=tiny", "probes.max_tokens=24"]
+    overrides = isolated_overrides(root, model_cache, small_csv) + ["study=tiny"]
     assert main(["sweep", *overrides]) == 0
     assert main(["promote", *overrides]) == 0
     assert main(["promote", *overrides]) == 0
@@ -99,13 +99,11 @@ def test_a_trial_page_shows_every_sample_answer_in_full(ui, browser):
     path = client.download_artifacts(best.info.run_id, "samples.json")
     table = json.loads(Path(path).read_text())
     last_answer = max(table["data"], key=lambda row: (row[0], len(row[2])))[2]  # the last evaluation's longest
-    assert len(last_answer) > 40
+    assert len(last_answer) > 30  # longer than what fits in a column of the samples.json table
     browser.goto(f"{base}/#/experiments/{best.info.experiment_id}/runs/{best.info.run_id}/artifacts/samples.html"
                  "?workflowType=machine_learning")
-    assert browser.wait_for("document.querySelector('iframe')", timeout=60)
-    assert browser.wait_for(f"document.querySelector('iframe').contentDocument && "
-                            f"document.querySelector('iframe').contentDocument.body.innerText.includes("
-                            f"{json.dumps(last_answer.strip()[-40:])})", timeout=30), browser.frames_text()[-2000:]
+    assert browser.wait_for_frames_text("Iteration 0 (the base model)", last_answer.strip(), timeout=60), \
+        browser.frames_text()[-2000:]
     page = browser.frames_text()
     assert "Iteration 0 (the base model)" in page and last_answer.strip() in page  # whole, not cut with "..."
     shot(browser, "trial-samples.png")

@@ -44,6 +44,7 @@ def test_help_names_host_port_and_open(capsys):
     assert "--host" in out and "--port" in out and "--open" in out
 
 
+@pytest.mark.slow  # starts the real server, ~5-10 s each
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_the_server_is_light_and_stops_with_medlora_ui(tmp_path, stop_with):
@@ -69,6 +70,7 @@ def test_the_server_is_light_and_stops_with_medlora_ui(tmp_path, stop_with):
         again.bind(("127.0.0.1", port))  # the port is free again
 
 
+@pytest.mark.slow
 def test_a_second_ui_on_the_same_port_fails_at_once(tmp_path):
     port = free_port()
     proc, _ = start_ui(tmp_path, port)

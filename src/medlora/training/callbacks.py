@@ -71,12 +71,12 @@ class MetricsLogger(TrainingCallback):
         h.peak_memory_gb = max(h.peak_memory_gb, info["peak_memory"])
         h.tokens_per_second.append(info["tokens_per_second"])
         mlflow.log_metrics(
-            {
+            shown({
                 "train_loss": info["train_loss"],
                 "tokens_per_second": info["tokens_per_second"],
                 "trained_tokens": info["trained_tokens"],
                 "peak_memory_gb": info["peak_memory"],
-            },
+            }),
             step=info["iteration"],
         )
         kill_point("train")
@@ -94,8 +94,14 @@ class MetricsLogger(TrainingCallback):
         if info["iteration"] > 0:
             h.best_val = min(h.best_val, info["val_loss"])
             metrics["best_val_loss"] = h.best_val
-        mlflow.log_metrics(metrics, step=info["iteration"])
+        mlflow.log_metrics(shown(metrics), step=info["iteration"])
         kill_point("evaluate")
+
+
+def shown(metrics: dict) -> dict:
+    """Metrics with the digits that mean something (losses and GB: 4 decimals; rates, seconds: 2), so that
+    MLflow's runs table shows them whole instead of "10.6804771..."."""
+    return {k: round(v, 4 if k.endswith(("_loss", "_gb")) else 2) for k, v in metrics.items()}
 
 
 class BestAdapterKeeper(TrainingCallback):

@@ -43,6 +43,7 @@ from medlora.training.callbacks import (
     ProbeSampler,
     loss_curve_figure,
     save_adapter,
+    shown,
 )
 from medlora.training.lora import adapter_config, add_lora
 from medlora.training.loss import training_loss
@@ -156,7 +157,7 @@ def _log_summary(history: History, seconds: float, title: str) -> None:
     metrics = {"run_seconds": seconds, "peak_rss_gb": peak_rss_gb(),
                "median_tokens_per_second": _median(history.tokens_per_second),
                "eval_seconds_mean": _mean(history.eval_seconds)}
-    mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+    mlflow.log_metrics(shown({k: v for k, v in metrics.items() if math.isfinite(v)}))
     if history.train or history.val:
         mlflow.log_figure(loss_curve_figure(history, title=title), "loss_curve.png")
 
