@@ -111,6 +111,16 @@ def wait_ready(proc: subprocess.Popen, base_url: str, log: Path) -> float:
     raise UserError(f"the MLflow server did not answer within {READY_TIMEOUT_S} s (fix: see {log})")
 
 
+def without_password(url: str) -> str:
+    """``http://user:secret@host:5000`` -> ``http://host:5000``: a link is printed and shared, a password never."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)) if parts.password or parts.username else url
+
+
 def study_link(client, study_cfg: StudyConfig, base_url: str, local: bool = True) -> tuple[str, str]:
     """(the link to the study's runs with its saved view, a line saying what it shows).
 
@@ -153,8 +163,9 @@ def serve(cfg: RunConfig, study_cfg: StudyConfig, host: str, port: str, open_bro
             print(f"medlora: MLflow UI ready in {time.perf_counter() - tic:.1f} s (store {cfg.paths.mlruns}, "
                   f"server log {log})")
         client = MlflowClient(tracking_uri=base_url, registry_uri=base_url)
-        link, what = study_link(client, study_cfg, base_url, local=proc is not None)
-        print(f"medlora: {what}:\n  {link}\nmedlora: model registry: {base_url}/#/models?workflowType=machine_learning")
+        shown_url = without_password(base_url)
+        link, what = study_link(client, study_cfg, shown_url, local=proc is not None)
+        print(f"medlora: {what}:\n  {link}\nmedlora: model registry: {shown_url}/#/models?workflowType=machine_learning")
         if open_browser:
             import webbrowser
 

@@ -88,3 +88,4 @@ def test_kill_9_then_rerun_loses_nothing(point, tmp_path, model_cache, small_csv
             assert "adapters/best/adapters.safetensors" in files
     for t in failed:
         assert children[str(t.number)].info.status == "FAILED"
+        assert children[str(t.number)].data.tags["outcome"] == "failed"

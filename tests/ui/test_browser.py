@@ -39,7 +39,7 @@ def ui(tmp_path_factory, model_cache, small_csv):
     port = free_port()
     proc, lines = start_ui(root, port, *overrides)
     link = next(line.strip() for line in lines if "viewStateShareKey" in line)
-    yield f"http://127.0.0.1:{port}", link, MlflowClient()
+    yield f"http://127.0.0.1:{port}", link, MlflowClient(), overrides
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
 
@@ -63,7 +63,7 @@ def runs_of(client: MlflowClient) -> dict[str, object]:
 
 
 def test_the_link_lands_on_the_trials_with_outcome_params_and_val_loss(ui, browser):
-    base, link, client = ui
+    base, link, client, _ = ui
     assert "workflowType=machine_learning" in link
     browser.goto(link)
     assert browser.wait_for_text("tiny/trial-000", "best trial", "champion v2", timeout=90), browser.text()[:3000]
@@ -81,7 +81,7 @@ def test_the_link_lands_on_the_trials_with_outcome_params_and_val_loss(ui, brows
 
 
 def test_the_study_run_describes_the_study_and_links_the_champion(ui, browser):
-    base, _, client = ui
+    base, _, client, _ = ui
     parent = runs_of(client)["tiny/study"]
     browser.goto(f"{base}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
                  "?workflowType=machine_learning")
@@ -94,7 +94,7 @@ def test_the_study_run_describes_the_study_and_links_the_champion(ui, browser):
 
 
 def test_a_trial_page_shows_every_sample_answer_in_full(ui, browser):
-    base, _, client = ui
+    base, _, client, _ = ui
     best = next(r for r in runs_of(client).values() if r.data.tags.get("role") == "best trial")
     path = client.download_artifacts(best.info.run_id, "samples.json")
     table = json.loads(Path(path).read_text())
@@ -110,7 +110,7 @@ def test_a_trial_page_shows_every_sample_answer_in_full(ui, browser):
 
 
 def test_the_registry_version_shows_alias_study_trial_and_params_readably(ui, browser):
-    base, _, client = ui
+    base, _, client, _ = ui
     browser.goto(f"{base}/#/models/{NAME}/versions/2?workflowType=machine_learning")
     assert browser.wait_for_text("champion", "Source Run", timeout=60), browser.text()[:2000]
     text = browser.text()
@@ -122,3 +122,12 @@ def test_the_registry_version_shows_alias_study_trial_and_params_readably(ui, br
     n_parameters = int(version.tags["base_model_parameters"])
     assert f"A {n_parameters / 1e6:.3g}M-parameter model" in text  # the card counts the real model
     shot(browser, "registry-version.png")
+
+
+def test_ui_on_a_shared_server_starts_nothing_and_never_prints_its_password(ui, capsys):
+    base, link, _, overrides = ui
+    port = base.rsplit(":", 1)[1]
+    assert main(["ui", f"paths.mlflow_server=http://medlora:s3cret@127.0.0.1:{port}", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert link.replace(base, f"http://127.0.0.1:{port}") in out  # the same study link, through that server
+    assert "s3cret" not in out and "Ctrl-C" not in out

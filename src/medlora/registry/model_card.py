@@ -46,7 +46,7 @@ def model_size(n_parameters: int | None) -> str:
 
 def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int, val_loss: float,
            params: dict, manifest: dict | None, evaluation_md: str | None = None,
-           n_parameters: int | None = None) -> str:
+           n_parameters: int | None = None, run_name: str | None = None) -> str:
     """The card's markdown."""
     base = BASE_MODELS.get(cfg.model.name, cfg.model.name)
     size = f" ({n_parameters:,} parameters)" if n_parameters else ""
@@ -70,7 +70,8 @@ def render(cfg: RunConfig, *, version: str, run_id: str, study: str, trial: int,
     lines += [
         "",
         "## How it was chosen",
-        f"Study `{study}`, trial #{trial} (MLflow run `{run_id}`): best validation loss **{val_loss:.4f}** "
+        f"Study `{study}`, trial #{trial} (MLflow run {f'`{run_name}`, id ' if run_name else ''}`{run_id}`): "
+        f"best validation loss **{val_loss:.4f}** "
         "nats per answer token among the trials that fit the study's memory cap.",
         "",
         "| setting | value |",
@@ -97,7 +98,7 @@ def for_version(client, cfg: RunConfig, version, evaluation_md: str | None = Non
     return render(cfg, version=version.version, run_id=version.run_id, study=tags.get("study", "?"),
                   trial=int(tags.get("trial", -1)), val_loss=float(tags.get("best_val_loss", "nan")),
                   params=params, manifest=manifest, evaluation_md=evaluation_md,
-                  n_parameters=int(size) if size and size.isdigit() else None)
+                  n_parameters=int(size) if size and size.isdigit() else None, run_name=tags.get("run"))
 
 
 def _number(text: str):
