@@ -10,6 +10,7 @@ With ``paths.mlflow_server`` set, no server is started: the link points at that 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ def checked_port(host: str, port: str) -> int:
         try:
             probe.bind(address)
         except OSError as err:
-            busy = err.errno in (98, 48)  # EADDRINUSE on Linux, macOS
+            busy = err.errno == errno.EADDRINUSE
             raise UserError(f"port {number} on {host} is in use (fix: --port {number + 1}, or stop what uses it)"
                             if busy else f"cannot listen on {host}:{number} ({err.strerror}) "
                             "(fix: --host 127.0.0.1, or an address of this machine)") from None
@@ -98,12 +99,13 @@ def _group_alive(pgid: int) -> bool:
 def wait_ready(proc: subprocess.Popen, base_url: str, log: Path) -> float:
     """Seconds until ``/health`` answers; a UserError with the server's last words if it exits first."""
     tic = time.perf_counter()
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
     while time.perf_counter() - tic < READY_TIMEOUT_S:
         if proc.poll() is not None:
             last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:] or ["-"]
             raise UserError(f"the MLflow server exited (code {proc.returncode}): {last[0][-300:]} (fix: see {log})")
         try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=1) as answer:
+            with direct.open(f"{base_url}/health", timeout=1) as answer:
                 if answer.status == 200:
                     return time.perf_counter() - tic
         except OSError:
