@@ -88,6 +88,10 @@ def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
     proc.wait()
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -150,6 +154,7 @@ def serve(cfg: RunConfig, study_cfg: StudyConfig, host: str, port: str, open_bro
     and then reads and tags the study through the server's REST API, never the database beside it.
     """
     tic = time.perf_counter()
+    signal.signal(signal.SIGHUP, _interrupt)  # a closed terminal stops it as Ctrl-C does
     number = checked_port(host, port) if cfg.paths.local_store else 0
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
     base_url = cfg.paths.mlflow_server.rstrip("/") if number == 0 else f"http://{shown}:{number}"

@@ -46,10 +46,10 @@ def test_help_names_host_port_and_open(capsys):
 
 @pytest.mark.slow  # starts the real server, ~5-10 s each
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
 def test_the_server_is_light_and_stops_with_medlora_ui(tmp_path, stop_with):
     """Two processes (the mlflow CLI and one uvicorn worker, no job runner), all gone when medlora ui ends,
-    however it ends: SIGTERM, Ctrl-C, or kill -9 (the server then gets SIGTERM from the kernel)."""
+    however it ends: kill, Ctrl-C, a closed terminal, or kill -9 (the server then gets SIGTERM from the kernel)."""
     port = free_port()
     proc, lines = start_ui(tmp_path, port)
     try:
