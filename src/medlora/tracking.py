@@ -4,20 +4,21 @@ The store is ``sqlite:///<paths.mlruns>/mlflow.db`` (MLflow >= 3.13 refuses a
 plain ``./mlruns`` file store) with artifacts under ``<paths.mlruns>/artifacts/``,
 or, for workers on several machines, the ``mlflow server`` at ``paths.mlflow_server``.
 Runs are always closed: FINISHED on success, FAILED (with an ``error`` tag) when
-anything raises, KILLED on Ctrl-C.
+anything raises, KILLED on Ctrl-C or a stop (pruned, over the memory cap), with an ``outcome``
+tag saying which. Every param and tag medlora writes passes through :func:`fields`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import Param, RunStatus, RunTag
 
 from medlora import liveness
 from medlora.config import Paths
@@ -33,6 +34,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 SERVER_TIMEOUT_SECONDS = 10
+# medlora works offline: no usage reports from the client (nor from `medlora ui`'s server, which inherits it).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def connect(paths: Paths) -> None:
@@ -77,6 +80,7 @@ def close_dead_runs() -> list[str]:
         if liveness.is_dead(owner):
             client.set_tag(run.info.run_id, "error", f"the process running this ({owner}) died; "
                                                      "closed by the next medlora command")
+            client.set_tag(run.info.run_id, "outcome", "failed")
             client.set_terminated(run.info.run_id, status="FAILED")
             closed.append(run.info.run_id)
     return closed
@@ -121,9 +125,48 @@ def experiment_id(paths: Paths, name: str) -> str:
     # a local store keeps artifacts under mlruns/; a server decides for itself (--artifacts-destination)
     location = (paths.mlruns.resolve() / "artifacts" / name).as_uri() if paths.local_store else None
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        created = mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another worker
         return mlflow.get_experiment_by_name(name).experiment_id
+    if paths.local_store:
+        hide_empty_default_experiment()
+    return created
+
+
+def hide_empty_default_experiment(client=None) -> None:
+    """Delete (MLflow keeps it, marked deleted) the store's "Default" experiment when no run uses it.
+
+    MLflow creates it with every store, its artifacts in whatever folder the process started in;
+    medlora files every run under a named experiment, so in the UI it is an empty entry.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient()
+    default = client.get_experiment("0")
+    if default is not None and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+        client.delete_experiment("0")
+
+
+def fields(values: Mapping[str, Any] | None, limit: int = 6000) -> dict[str, str]:
+    """Params and tags as MLflow stores them: strings, cut to ``limit``. Every param and tag medlora
+    writes (runs, experiments, registry versions) passes through here."""
+    return {str(key): mask(str(value))[:limit] for key, value in (values or {}).items()}
+
+
+def record(*, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+           run_id: str | None = None) -> None:
+    """Log params and set tags on run ``run_id``, or on the active run."""
+    params, tags = fields(params), fields(tags, 8000)
+    if run_id is None:
+        if params:
+            mlflow.log_params(params)
+        if tags:
+            mlflow.set_tags(tags)
+        return
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                             tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -147,39 +190,42 @@ def tracked_run(
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
     run_id: str | None = None,
-    stop_exceptions: tuple[type[BaseException], ...] = (),
+    stop_exceptions: Mapping[type[BaseException], str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or, with ``run_id``, resume) an MLflow run that always ends with a final status.
 
-    An exception in ``stop_exceptions`` (a pruned trial, a memory cap) ends the run
-    KILLED with the reason as the ``stopped`` tag; any other ends it FAILED with the
-    ``error`` tag. Either way the exception propagates.
+    ``stop_exceptions`` maps the exceptions that stop a run on purpose (a pruned trial, a memory
+    cap) to their outcome: such a run ends KILLED, with the reason as the ``stopped`` tag. Ctrl-C
+    ends it KILLED ("interrupted"), any other exception FAILED with the ``error`` tag. The
+    ``outcome`` tag says which (``complete`` when nothing raised); the exception propagates.
     """
     exp_id = experiment_id(paths, experiment_name)
     run = mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=run_name, nested=nested,
-                           tags={**(tags or {}), OWNER_TAG: liveness.me()})
-    status = RunStatus.to_string(RunStatus.FINISHED)
+                           tags=fields({**(tags or {}), OWNER_TAG: liveness.me()}, 8000))
+    stops = dict(stop_exceptions or {})
+    status, outcome, why = RunStatus.FINISHED, "complete", {}
     try:
         yield run
-    except stop_exceptions as stop:
-        status = RunStatus.to_string(RunStatus.KILLED)
-        mlflow.set_tag("stopped", f"{type(stop).__name__}: {stop}"[:5000])
+    except tuple(stops) as stop:
+        status, outcome = RunStatus.KILLED, next(name for kind, name in stops.items() if isinstance(stop, kind))
+        why = {"stopped": f"{type(stop).__name__}: {stop}"}
         raise
     except KeyboardInterrupt:
-        status = RunStatus.to_string(RunStatus.KILLED)
-        mlflow.set_tag("error", "interrupted (Ctrl-C / SIGTERM)")
+        status, outcome, why = RunStatus.KILLED, "interrupted", {"error": "interrupted (Ctrl-C / SIGTERM)"}
         raise
     except BaseException as err:
-        status = RunStatus.to_string(RunStatus.FAILED)
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        status, outcome, why = RunStatus.FAILED, "failed", {"error": f"{type(err).__name__}: {err}"}
         raise
     finally:
-        mlflow.end_run(status=status)
+        record(tags={**why, "outcome": outcome})
+        mlflow.end_run(status=RunStatus.to_string(status))
 
 
-def log_config(raw: Mapping[str, Any], yaml_text: str) -> None:
-    """Log the flattened resolved config as params and the composed YAML as an artifact."""
-    mlflow.log_params(flatten(raw))
+def log_config(raw: Mapping[str, Any], yaml_text: str, keys: Iterable[str]) -> None:
+    """Log ``keys`` of the resolved config as params (what a person compares across runs) and the
+    whole composed YAML as the artifact ``config.yaml``."""
+    flat = flatten(raw)
+    record(params={key: flat[key] for key in keys if key in flat})
     mlflow.log_text(yaml_text, "config.yaml")
 
 

@@ -19,7 +19,7 @@ USED = {
     "mlx_lm.tuner.utils": ["linear_to_lora_layers", "load_adapters"],
     "mlx_lm.generate": ["stream_generate", "batch_generate", "BatchGenerator"],
     "mlx_lm.sample_utils": ["make_sampler", "make_logits_processors"],
-    "mlx_lm.utils": ["load", "save", "load_config"],
+    "mlx_lm.utils": ["load", "save", "load_config", "get_total_parameters"],
     "mlx_lm.gguf": ["permute_weights", "translate_weight_names"],  # medlora export's GGUF tensors
 }
 

@@ -93,6 +93,7 @@ def test_kill_9_then_rerun_loses_nothing(point, delay, tmp_path, model_cache, sm
     for t in failed:
         assert children[str(t.number)].info.status == "FAILED"
         assert "died" in children[str(t.number)].data.tags["error"]
+        assert children[str(t.number)].data.tags["outcome"] == "failed"
 
 
 @pytest.mark.slow

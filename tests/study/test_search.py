@@ -89,6 +89,46 @@ def test_mlflow_has_a_parent_run_with_one_child_per_trial(swept):
     assert {"trials.csv", "figures", "best.yaml"} <= parent_files
 
 
+def test_runs_say_which_study_their_outcome_and_the_best_trial(swept):
+    """Names carry the study; status and the `outcome` tag tell complete / pruned / infeasible apart."""
+    import json
+
+    result, study_cfg, overrides, _ = swept
+    tracking.connect(load_run_config(overrides).paths)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(study_cfg.name)
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "study"]
+    children = {int(r.data.tags["trial_number"]): r for r in runs if r is not parent}
+    assert parent.info.run_name == "tiny/study"
+    expected = {"COMPLETE": ("FINISHED", "complete"), "PRUNED": ("KILLED", "pruned"),
+                "INFEASIBLE": ("KILLED", "infeasible"), "OVER_CAP": ("KILLED", "over cap")}
+    best = best_trial(result)
+    for trial in result.get_trials():
+        run = children[trial.number]
+        assert run.info.run_name == f"tiny/trial-{trial.number:03d}"
+        assert (run.info.status, run.data.tags["outcome"]) == expected[trial_state(trial)]
+        assert run.data.tags["role"] == ("best trial" if trial.number == best.number else "trial")
+        for key in ("train.batch_size", "train.learning_rate", "train.iters", "lora.num_layers", "predicted_peak_gb"):
+            assert key in run.data.params, key  # searched params and the memory prediction, trained or not
+    outcomes = {trial_state(t) for t in result.get_trials()}
+    assert {"COMPLETE", "PRUNED", "INFEASIBLE"} <= outcomes
+
+    note = parent.data.tags["mlflow.note.content"]  # the parent run's description
+    assert note.startswith(f"**Best trial:** [tiny/trial-{best.number:03d}](#/experiments/{exp.experiment_id}/runs/")
+    n_complete = sum(trial_state(t) == "COMPLETE" for t in result.get_trials())
+    assert f"**{len(children)} trials**: {n_complete} complete" in note and "memory cap 0.5 GB" in note
+    assert note.count("| [tiny/trial-") == len(children)
+
+    view = json.loads(exp.tags["mlflow.sharedViewState.medlora"])  # the saved runs view the link opens
+    state = json.loads(view["state"])
+    assert state["orderByKey"] == "metrics.`best_val_loss`" and state["orderByAsc"] is True
+    assert state["columnOrder"][1:4] == ["tags.`outcome`", "tags.`role`", "tags.`registry`"]
+    for key in ("train.batch_size", "train.learning_rate", "train.iters", "lora.num_layers"):
+        assert f"params.`{key}`" in state["selectedColumns"]
+    assert client.get_experiment("0").lifecycle_stage == "deleted"  # no empty "Default" experiment in the list
+
+
 def test_outputs_and_report_regenerates_them_from_storage(swept, capsys):
     result, study_cfg, overrides, _ = swept
     frame = pd.read_csv(study_cfg.dir / "trials.csv")
@@ -131,17 +171,29 @@ def test_promote_moves_champion_keeps_previous_and_rolls_back_and_ask_answers(sw
     previous = client.get_model_version_by_alias(name, "previous")
     assert (int(champion.version), int(previous.version)) == (2, 1)
     assert champion.tags["base_model"] == "tiny_random" and "best_val_loss" in champion.tags
+    # one readable tag per fact: the run name says which study and trial; no JSON overrides
+    best = best_trial(swept[0])
+    assert champion.tags["run"] == f"tiny/trial-{best.number:03d}" and champion.tags["study"] == "tiny"
+    assert {k: champion.tags[k] for k in best.params} == {k: str(v) for k, v in best.params.items()}
+    assert "overrides" not in champion.tags and "params" not in champion.tags
     card = champion.description  # the model card
+    size = int(client.get_run(champion.run_id).data.params["model_parameters"])
     for part in ("# medlora-tiny_random, version 2", "## Training data", "CC BY 4.0", "## How it was chosen",
                  f"trial #{champion.tags['trial']}", "## Evaluation", "Not evaluated yet", "## Intended use",
-                 "## Limits"):
+                 "## Limits", f"({size:,} parameters)", f"A {size / 1e6:.3g}M-parameter model"):
         assert part in card, part
+    assert "135M" not in card  # the tiny model is not SmolLM2
     assert client.download_artifacts(champion.run_id, "model_card.md")
+    trial_run = client.get_run(champion.run_id)  # the champion marked where the runs are
+    assert trial_run.data.tags["registry"] == "champion v2, previous v1"
+    parent_note = client.get_run(trial_run.data.tags["mlflow.parentRunId"]).data.tags["mlflow.note.content"]
+    assert "[champion v2](#/models/medlora-tiny_random/versions/2)" in parent_note
 
     assert main(["promote", "--rollback", *overrides]) == 0
     assert int(client.get_model_version_by_alias(name, "champion").version) == 1
     assert int(client.get_model_version_by_alias(name, "previous").version) == 2
     assert len(client.search_model_versions(f"name='{name}'")) == 2  # nothing deleted
+    assert client.get_run(champion.run_id).data.tags["registry"] == "champion v1, previous v2"
 
     capsys.readouterr()
     from medlora.data import splits as data

@@ -56,6 +56,7 @@ def test_sigterm_during_a_sweep_fails_the_trial_cleanly_and_says_how_to_resume(t
     proc, child = start_and_wait_for_training("sweep", overrides, "tiny")
     assert "trial_number" in child.data.tags
     assert "resume with: medlora sweep" in stop(proc)
-    assert MlflowClient().get_run(child.info.run_id).info.status == "KILLED"
+    killed = MlflowClient().get_run(child.info.run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["outcome"] == "interrupted"
     study = existing_study(to_study_config(compose(overrides)))
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL]

@@ -34,23 +34,34 @@ def test_run_records_everything(finished_run, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith((cfg.paths.mlruns.resolve() / "artifacts").as_uri())
 
-    # params: the flattened resolved config, plus the BLAS
+    # params: the key settings a person compares (the whole config is config.yaml), the BLAS, the model's size
     assert run.data.params["train.batch_size"] == "2"
     assert run.data.params["lora.rank"] == str(cfg.lora.rank)
     assert run.data.params["model.name"] == "tiny_random"
-    assert "blas" in run.data.params
+    assert run.data.params["train.learning_rate"] == str(cfg.train.learning_rate)
+    assert "blas" in run.data.params and int(run.data.params["model_parameters"]) > 3_000_000
+    assert not [k for k in run.data.params if k.startswith(("ask.", "evaluate.", "paths.", "generation."))]
+    assert len(run.data.params) < 30
 
-    # metrics by iteration
-    for key in ("train_loss", "val_loss", "learning_rate", "tokens_per_second", "peak_memory_gb"):
+    # metrics by iteration; the constant learning rate is a param, not a flat-line chart
+    for key in ("train_loss", "val_loss", "best_val_loss", "tokens_per_second", "peak_memory_gb"):
         assert client.get_metric_history(result.run_id, key), key
+    assert not client.get_metric_history(result.run_id, "learning_rate")
     val = client.get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in val] == [0, 3, 7, 11]  # mlx-lm reports the eval before step `it` as it - 1
+    best = client.get_metric_history(result.run_id, "best_val_loss")  # the running minimum after iteration 0
+    assert [m.step for m in best] == [3, 7, 11]
+    assert [m.value for m in best] == [min(v.value for v in val[1:i + 2]) for i in range(3)]
+    assert run.data.metrics["best_val_loss"] == round(result.best_val_loss, 4)  # 4 decimals: shown whole in the UI
+    for key in ("run_seconds", "median_tokens_per_second", "peak_rss_gb"):
+        assert run.data.metrics[key] > 0, key
+    assert run.data.tags["outcome"] == "complete"
     train_steps = [m.step for m in client.get_metric_history(result.run_id, "train_loss")]
     assert train_steps == [4, 8, 12]
     assert all(m.value > 0 for m in client.get_metric_history(result.run_id, "peak_memory_gb"))
 
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"config.yaml", "samples.json", "loss_curve.png", "adapters"} <= artifacts
+    assert {"config.yaml", "samples.json", "samples.html", "loss_curve.png", "adapters"} <= artifacts
     adapters = {a.path for a in client.list_artifacts(result.run_id, "adapters/best")}
     assert adapters == {"adapters/best/adapter_config.json", "adapters/best/adapters.safetensors"}
     final = {a.path for a in client.list_artifacts(result.run_id, "adapters/final")}
@@ -62,14 +73,22 @@ def test_run_records_everything(finished_run, tmp_path):
     assert len(rows) == len(cfg.probes.questions) * len(val)
     assert {r["question"] for r in rows} == set(cfg.probes.questions)
     assert sorted({r["iteration"] for r in rows}) == [0, 3, 7, 11]
+    # ... and as a page MLflow renders: every answer whole, one evaluation after another
+    page = Path(client.download_artifacts(result.run_id, "samples.html", str(tmp_path))).read_text()
+    import html
+
+    assert [page.index(f"<h2>Iteration {i} ") for i in (0, 3, 7, 11)] == sorted(
+        page.index(f"<h2>Iteration {i} ") for i in (0, 3, 7, 11))
+    for r in rows:
+        assert html.escape(r["answer"]) in page
 
 
 def test_best_adapter_is_the_lowest_val_loss_and_loads(finished_run, tmp_path):
     cfg, result, client = finished_run
-    val = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}
-    assert result.best_val_loss == min(v for step, v in val.items() if step > 0)  # step 0 is the base model
-    assert val[result.best_iteration] == result.best_val_loss
-    assert result.first_val_loss == val[0]
+    val = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}  # logged to 4 decimals
+    assert round(result.best_val_loss, 4) == min(v for step, v in val.items() if step > 0)  # step 0: the base model
+    assert val[result.best_iteration] == round(result.best_val_loss, 4)
+    assert round(result.first_val_loss, 4) == val[0]
 
     best_dir = client.download_artifacts(result.run_id, "adapters/best", str(tmp_path))
     meta = json.loads((Path(best_dir) / "adapter_config.json").read_text())
@@ -99,8 +118,9 @@ def test_failed_run_is_marked_failed_with_the_error(tiny_overrides, monkeypatch)
     client = MlflowClient()
     exp = client.get_experiment_by_name(cfg.experiment_name)
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
     assert "disk full while training" in run.data.tags["error"]
+    assert "run_seconds" in run.data.metrics  # what was measured before the failure is kept
 
 
 def test_bad_input_fails_before_any_run_is_recorded(tiny_overrides):

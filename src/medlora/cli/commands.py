@@ -112,12 +112,10 @@ def cmd_export(cfg, composed, args) -> None:
 
 
 def cmd_ui(cfg, composed, args) -> None:
-    import subprocess
+    from medlora.config import to_study_config
+    from medlora.ui import serve
 
-    uri = cfg.paths.tracking_uri
-    print(f"medlora: MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it")
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                    "--registry-store-uri", uri, "--port", str(args.port)], check=False)
+    serve(cfg, to_study_config(composed), args.host, args.port, args.open)
 
 
 HANDLERS = {"prepare": cmd_prepare, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,

@@ -31,7 +31,7 @@ examples:
   medlora evaluate evaluate.questions=20 evaluate.rows=[base,adapter] evaluate.adapter=<run id>
   medlora serve --port 8001                # OpenAI-compatible chat API for the champion (this machine only)
   medlora export                           # champion fused -> exports/<name>/ (mlx-lm folder + f16 GGUF), checked
-  medlora ui                               # MLflow UI on the project's store
+  medlora ui --open study.name=default     # MLflow UI on the workspace's store, on the study's trials
   medlora train --cfg                      # print the composed config and exit
 
 Runs are tracked in MLflow under the workspace's mlruns/ (sqlite:///mlruns/mlflow.db + mlruns/artifacts/).
@@ -49,7 +49,7 @@ COMMANDS = {
     "evaluate": "score base model, adapter, retrieval and RAG answers on held-out test questions",
     "serve": "serve the champion as an OpenAI-compatible chat API (triage, notice and sources included)",
     "export": "fuse the champion into a standalone mlx-lm model folder and a GGUF file, checked by loading back",
-    "ui": "start the MLflow UI on the project's store",
+    "ui": "start the MLflow UI on the workspace's store and print the link to the study's trials",
 }
 
 
@@ -82,5 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "serve":
             p.add_argument("--log-questions", action="store_true", help="log the question text (serve.log_questions=true)")
         if name == "ui":
-            p.add_argument("--port", type=int, default=5000)
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                           "machine only; 0.0.0.0: every interface)")
+            p.add_argument("--port", default="5000", help="port to listen on (default 5000)")
+            p.add_argument("--open", action="store_true", help="open the link in the default web browser")
     return parser

@@ -12,7 +12,6 @@ earlier releases registered it. :mod:`medlora.registry.champion` loads both.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +23,9 @@ from mlflow.tracking import MlflowClient
 from medlora import tracking
 from medlora.config import RunConfig, StudyConfig
 from medlora.errors import UserError
-from medlora.files import temporary_dir
 from medlora.config.secrets import mask
-from medlora.registry import model_card
+from medlora.files import temporary_dir
+from medlora.registry import marks, model_card
 from medlora.registry.adapter_check import check_adapter_folder
 from medlora.registry.names import CHAMPION, PREVIOUS, alias_version, registered_name
 from medlora.study.report import best_trial
@@ -62,9 +61,10 @@ def promote(study_cfg: StudyConfig, run_cfg: RunConfig, package: Package | None 
         raise UserError(f"the MLflow store {mask(run_cfg.paths.tracking_uri)} has no run of study {study_cfg.name!r} "
                         f"(trial #{best.number}, run {best.user_attrs['run_id']}) (fix: the paths.mlruns or "
                         "paths.mlflow_server the study ran with)") from None
+    # one readable tag per fact and per searched parameter (the reproducing overrides are in best.yaml)
     tags = {"base_model": run_cfg.model.name, "study": study_cfg.name, "trial": str(best.number),
-            "best_val_loss": f"{best.value:.4f}", "params": json.dumps(best.params),
-            "overrides": json.dumps(best.user_attrs.get("overrides", []))}
+            "run": run.info.run_name, "best_val_loss": f"{best.value:.4f}",
+            "base_model_parameters": run.data.params.get("model_parameters", "?"), **best.params}
     return _register(client, run, tags, run_cfg, package)
 
 
@@ -80,8 +80,9 @@ def promote_run(run_cfg: RunConfig, run_id: str, package: Package | None = None)
                         "(fix: the id `medlora train` printed, or see `medlora ui`)") from None
     losses = [m.value for m in client.get_metric_history(run_id, "val_loss") if m.step > 0]
     params = {k: run.data.params[k] for k in RUN_PARAMS if k in run.data.params}
-    tags = {"base_model": run_cfg.model.name, "run": run_id,
-            "best_val_loss": f"{min(losses):.4f}" if losses else "nan", "params": json.dumps(params)}
+    tags = {"base_model": run_cfg.model.name, "run": run.info.run_name, "run_id": run_id,
+            "best_val_loss": f"{min(losses):.4f}" if losses else "nan",
+            "base_model_parameters": run.data.params.get("model_parameters", "?"), **params}
     return _register(client, run, tags, run_cfg, package)
 
 
@@ -99,13 +100,14 @@ def _register(client: MlflowClient, run, tags: dict, run_cfg: RunConfig, package
         origin = (f"study {tags['study']} trial #{tags['trial']}" if "study" in tags else f"run {run.info.run_id}")
         loss = float(tags["best_val_loss"])
         version = client.create_model_version(
-            name, source=source, run_id=run.info.run_id, tags=tags,
+            name, source=source, run_id=run.info.run_id, tags=tracking.fields(tags),
             description=f"{origin}: best validation loss {loss:.4f}" if math.isfinite(loss) else origin)
         old = alias_version(client, name, CHAMPION)
         client.set_registered_model_alias(name, CHAMPION, version.version)
         if old is not None and old.version != version.version:
             client.set_registered_model_alias(name, PREVIOUS, old.version)
         model_card.write(client, run_cfg, client.get_model_version(name, version.version))
+        marks.mark_aliases(client, name)
     return version, old
 
 
@@ -135,4 +137,5 @@ def rollback(run_cfg: RunConfig):
         client.set_registered_model_alias(name, CHAMPION, previous.version)
         if champion is not None:
             client.set_registered_model_alias(name, PREVIOUS, champion.version)
+        marks.mark_aliases(client, name)
     return previous, champion

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import mlflow
 import optuna
+import yaml
 from mlx_lm.tuner.callbacks import TrainingCallback
 
 from medlora import liveness, tracking
 from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
 from medlora.config.secrets import mask
 from medlora.training import memory, memory_guard
-from medlora.training.run import train
+from medlora.training.run import KEY_SETTINGS, train
 
 
 class PruningCallback(TrainingCallback):
@@ -74,12 +75,12 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     params = {spec.key: suggest(trial, spec) for spec in ctx.study_cfg.search_space}
     overrides = trial_overrides(ctx, params)
     trial.set_user_attr("overrides", [mask(o) for o in overrides])  # what reproduces it, passwords masked
-    cfg = load_run_config(overrides + [f"run_name=trial-{trial.number:03d}",
+    cfg = load_run_config(overrides + [f"run_name={trial_run_name(ctx.study_cfg.name, trial.number)}",
                                        f"experiment_name={ctx.study_cfg.name}"])
     predicted = ctx.memory_model.predict_gb(cfg.train.batch_size, cfg.train.max_seq_length,
                                             lora_layers(cfg, n_blocks))
     trial.set_user_attr("predicted_peak_gb", round(predicted, 4))
-    tags = {"study": ctx.study_cfg.name, "trial_number": str(trial.number)}
+    tags = {"study": ctx.study_cfg.name, "trial_number": str(trial.number), "role": "trial"}
     summary = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                         for k, v in params.items())
 
@@ -92,7 +93,8 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
             cfg, nested=True, tags=tags,
             extra_callbacks=[PruningCallback(trial), memory_guard.MemoryGuard(cap)],
             extra_params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)},
-            stop_exceptions=(optuna.TrialPruned, memory_guard.MemoryCapExceeded),
+            param_keys=params,
+            stop_exceptions={optuna.TrialPruned: "pruned", memory_guard.MemoryCapExceeded: "over cap"},
         )
     except memory_guard.MemoryCapExceeded as over:
         trial.set_constraint("memory_gb", over.peak_gb - cap)
@@ -119,12 +121,20 @@ def skip_infeasible(trial: optuna.Trial, cfg: RunConfig, tags: dict, predicted: 
     reason = f"predicted peak {predicted:.2f} GB > cap {cap:.2f} GB: not trained"
     trial.set_constraint("memory_gb", predicted - cap)
     set_user_attrs(trial, {"state": "INFEASIBLE", "reason": reason})
-    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=True,
-                              tags={**tags, "trial_state": "INFEASIBLE", "stopped": reason}):
-        tracking.log_config(cfg.raw, "")
-        mlflow.log_metrics({"predicted_peak_gb": predicted, "memory_cap_gb": cap})
     print(f"medlora: trial {trial.number} ({summary}) skipped: {reason}", file=sys.stderr)
-    raise optuna.TrialPruned(reason)
+    # a run that never trained ends KILLED (outcome "infeasible"), not FINISHED like a success
+    with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=True,
+                              tags={**tags, "trial_state": "INFEASIBLE"},
+                              stop_exceptions={optuna.TrialPruned: "infeasible"}):
+        tracking.log_config(cfg.raw, yaml.safe_dump(cfg.raw, sort_keys=False), (*KEY_SETTINGS, *trial.params))
+        tracking.record(params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)})
+        mlflow.log_metrics({"predicted_peak_gb": predicted, "memory_cap_gb": cap})
+        raise optuna.TrialPruned(reason)
+
+
+def trial_run_name(study: str, number: int) -> str:
+    """``default/trial-003``: the MLflow run name says which study, wherever it is shown (registry, search)."""
+    return f"{study}/trial-{number:03d}"
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:

@@ -7,12 +7,13 @@ is created.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import warnings
 
-import mlflow
 import optuna
+from mlflow.tracking import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -22,7 +23,7 @@ from medlora.config.secrets import mask
 from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
-from medlora.study import report
+from medlora.study import overview, report
 from medlora.study.objective import StudyContext, distribution, objective
 from medlora.study.storage import existing_study, load_study, open_storage
 from medlora.training import memory
@@ -35,8 +36,6 @@ COUNTED = (*FINISHED, TrialState.RUNNING)
 
 def close_orphaned_runs(study: optuna.Study, parent_run_id: str) -> None:
     """Child runs left RUNNING by a process that died: their trial is FAILED now, so the run is too."""
-    from mlflow.tracking import MlflowClient
-
     failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     client = MlflowClient()
     run = client.get_run(parent_run_id)
@@ -46,8 +45,9 @@ def close_orphaned_runs(study: optuna.Study, parent_run_id: str) -> None:
     )
     for orphan in orphans:
         if orphan.data.tags.get("trial_number") in failed:
-            client.set_tag(orphan.info.run_id, "error", "the process running this trial died; the trial was "
-                                                        "failed by its heartbeat and retried")
+            tracking.record(tags={"outcome": "failed", "error": "the process running this trial died; the trial "
+                                                                 "was failed by its heartbeat and retried"},
+                            run_id=orphan.info.run_id)
             client.set_terminated(orphan.info.run_id, status="FAILED")
 
 
@@ -135,16 +135,18 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
     fail_dead_trials(study)
     ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
 
-    tracking.experiment_id(run_cfg.paths, study_cfg.name)
+    searched = [spec.key for spec in study_cfg.search_space]
+    experiment = tracking.experiment_id(run_cfg.paths, study_cfg.name)  # connects
+    overview.set_view(MlflowClient(), experiment, searched)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
-    with tracking.tracked_run(run_cfg.paths, study_cfg.name, f"study-{study_cfg.name}", run_id=parent_id,
-                              tags={"study": study_cfg.name, "role": "study"}) as parent:
+    with tracking.tracked_run(run_cfg.paths, study_cfg.name, overview.parent_run_name(study_cfg.name),
+                              run_id=parent_id, tags={"study": study_cfg.name, "role": "study"}) as parent:
         close_orphaned_runs(study, parent.info.run_id)
         if parent_id is None:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
-            mlflow.log_params({"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
-                               "storage": mask(study_cfg.storage), **{f"memory_model.{k}": v for k, v in
-                                                                 mem.__dict__.items()}})
+            tracking.record(params={"memory_cap_gb": study_cfg.memory_cap_gb, "n_trials": study_cfg.n_trials,
+                                    "storage": mask(study_cfg.storage), "searched": json.dumps(searched),
+                                    **{f"memory_model.{k}": v for k, v in mem.__dict__.items()}})
         remaining = study_cfg.n_trials - finished_count(study, COUNTED)
         if remaining > 0:
             print(f"medlora: study {study_cfg.name}: {finished_count(study)} trials finished, running up to "
@@ -156,7 +158,9 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
                 catch=(),
                 gc_after_trial=True,
             )
-        report.write_study_outputs(study, study_cfg, parent_run=True)
+        best = report.write_study_outputs(study, study_cfg, parent_run=True)["best"]
+        overview.mark_best(MlflowClient(), parent.info.run_id, best.user_attrs.get("run_id") if best else None)
+        overview.describe(MlflowClient(), parent.info.run_id, searched)
     return study
 
 

@@ -36,6 +36,7 @@ class History:
     peak_memory_gb: float = 0.0
     tokens_per_second: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    best_val: float = math.inf  # lowest validation loss after iteration 0 (the base model is no candidate)
 
 
 class CallbackList(TrainingCallback):
@@ -54,7 +55,11 @@ class CallbackList(TrainingCallback):
 
 
 class MetricsLogger(TrainingCallback):
-    """Log train/val metrics to the active MLflow run with ``step=iteration``; keep a History."""
+    """Log train/val metrics to the active MLflow run with ``step=iteration``; keep a History.
+
+    The learning rate is constant (no schedule): it is a param, not a metric. ``best_val_loss`` is
+    the running minimum, so a run stopped early (pruned) has one too.
+    """
 
     def __init__(self, history: History):
         self.history = history
@@ -66,13 +71,12 @@ class MetricsLogger(TrainingCallback):
         h.peak_memory_gb = max(h.peak_memory_gb, info["peak_memory"])
         h.tokens_per_second.append(info["tokens_per_second"])
         mlflow.log_metrics(
-            {
+            shown({
                 "train_loss": info["train_loss"],
-                "learning_rate": info["learning_rate"],
                 "tokens_per_second": info["tokens_per_second"],
                 "trained_tokens": info["trained_tokens"],
                 "peak_memory_gb": info["peak_memory"],
-            },
+            }),
             step=info["iteration"],
         )
         kill_point("train")
@@ -83,10 +87,21 @@ class MetricsLogger(TrainingCallback):
                 f"validation loss is {info['val_loss']} at iteration {info['iteration']}: training diverged "
                 "(fix: lower train.learning_rate)"
             )
-        self.history.val.append((info["iteration"], info["val_loss"]))
-        self.history.eval_seconds.append(info["val_time"])
-        mlflow.log_metrics({"val_loss": info["val_loss"], "val_seconds": info["val_time"]}, step=info["iteration"])
+        h = self.history
+        h.val.append((info["iteration"], info["val_loss"]))
+        h.eval_seconds.append(info["val_time"])
+        metrics = {"val_loss": info["val_loss"], "val_seconds": info["val_time"]}
+        if info["iteration"] > 0:
+            h.best_val = min(h.best_val, info["val_loss"])
+            metrics["best_val_loss"] = h.best_val
+        mlflow.log_metrics(shown(metrics), step=info["iteration"])
         kill_point("evaluate")
+
+
+def shown(metrics: dict) -> dict:
+    """Metrics with the digits that mean something (losses and GB: 4 decimals; rates, seconds: 2), so that
+    MLflow's runs table shows them whole instead of "10.6804771..."."""
+    return {k: round(v, 4 if k.endswith(("_loss", "_gb")) else 2) for k, v in metrics.items()}
 
 
 class BestAdapterKeeper(TrainingCallback):
@@ -112,7 +127,8 @@ class BestAdapterKeeper(TrainingCallback):
 
 
 class ProbeSampler(TrainingCallback):
-    """At every evaluation, answer fixed probe questions and append them to an MLflow table."""
+    """At every evaluation, answer fixed probe questions: appended to the MLflow table ``samples.json``
+    and rewritten as ``samples.html``, every answer in full, one evaluation after another."""
 
     def __init__(self, model, tokenizer, questions: tuple[str, ...], max_tokens: int,
                  system_prompt: str | None = None, artifact_file: str = "samples.json"):
@@ -120,6 +136,7 @@ class ProbeSampler(TrainingCallback):
         self.questions, self.max_tokens = questions, max_tokens
         self.system_prompt = system_prompt
         self.artifact_file = artifact_file
+        self.evaluations: list[tuple[int, float, list[str]]] = []  # (iteration, val loss, answers)
 
     def on_val_loss_report(self, info: dict) -> None:
         if not self.questions:
@@ -138,6 +155,24 @@ class ProbeSampler(TrainingCallback):
             {"iteration": [info["iteration"]] * len(answers), "question": list(self.questions), "answer": answers},
             artifact_file=self.artifact_file,
         )
+        self.evaluations.append((info["iteration"], info["val_loss"], answers))
+        mlflow.log_text(samples_html(self.questions, self.evaluations), "samples.html")
+
+
+def samples_html(questions: tuple[str, ...], evaluations: list[tuple[int, float, list[str]]]) -> str:
+    """The probe answers as a page: per evaluation, each question and its whole answer (MLflow renders it)."""
+    from html import escape
+
+    parts = ["<!doctype html><meta charset='utf-8'><style>body{font:14px/1.45 sans-serif;margin:12px;max-width:60em}"
+             "h2{font-size:15px;margin:18px 0 6px;border-bottom:1px solid #ccc}p.q{font-weight:600;margin:8px 0 2px}"
+             "p.a{white-space:pre-wrap;margin:0 0 8px 12px}</style>",
+             f"<h1 style='font-size:17px'>Probe answers at each evaluation ({len(evaluations)} so far)</h1>"]
+    for iteration, val_loss, answers in evaluations:
+        label = "the base model" if iteration == 0 else f"after {iteration} steps"
+        parts.append(f"<h2>Iteration {iteration} ({label}): validation loss {val_loss:.4f}</h2>")
+        for question, answer in zip(questions, answers):
+            parts.append(f"<p class='q'>{escape(question)}</p><p class='a'>{escape(answer) or '<i>(empty)</i>'}</p>")
+    return "\n".join(parts) + "\n"
 
 
 def save_adapter(model, out_dir: Path, adapter_config: dict) -> None:

@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.trainer import TrainingArgs
 from mlx_lm.tuner.trainer import train as mlx_train
+from mlx_lm.utils import get_total_parameters
 
 from medlora import tracking
 from medlora.config import RunConfig
@@ -42,12 +43,18 @@ from medlora.training.callbacks import (
     ProbeSampler,
     loss_curve_figure,
     save_adapter,
+    shown,
 )
 from medlora.training.lora import adapter_config, add_lora
 from medlora.training.loss import training_loss
 from medlora.training.memory_guard import peak_rss_gb, reset_peaks
 
 OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
+# The settings logged as MLflow params, what a person compares across runs; the whole resolved config
+# is the run's artifact config.yaml. A study adds the keys it searches.
+KEY_SETTINGS = ("model.name", "lora.rank", "lora.scale", "lora.num_layers", "lora.dropout", "train.batch_size",
+                "train.iters", "train.learning_rate", "train.optimizer", "train.max_seq_length", "train.truncation",
+                "train.loss", "train.val_examples", "train.seed")
 
 
 @dataclass(frozen=True)
@@ -71,40 +78,47 @@ def train(
     nested: bool = False,
     tags: Mapping[str, str] | None = None,
     extra_params: Mapping[str, object] | None = None,
-    stop_exceptions: tuple[type[BaseException], ...] = (),
+    param_keys: Iterable[str] = (),
+    stop_exceptions: Mapping[type[BaseException], str] | None = None,
 ) -> RunResult:
     """Run one LoRA fine-tuning job and record it in MLflow. Raises on failure (the run is marked FAILED).
 
+    Params: ``KEY_SETTINGS`` and ``param_keys`` of the config, ``extra_params``, the model's size.
+    ``stop_exceptions`` (exception type -> outcome) end the run KILLED (see ``tracking.tracked_run``);
+    a run stopped early still gets its summary metrics and loss curve.
     Bad input (data, model, LoRA shape) fails before the MLflow run is opened: nothing is recorded.
     """
     tic = time.perf_counter()
     model_ref = model_path(cfg.model, cfg.paths.models)
     mx.random.seed(cfg.train.seed)
     model, tokenizer = load_model(cfg.model, cfg.paths.models)
+    n_model = get_total_parameters(model)
     num_layers = add_lora(model, cfg)  # a LoRA shape the model cannot take fails before the data split is written
     split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
     with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name, nested=nested, tags=tags,
                               stop_exceptions=stop_exceptions) as run:
-        tracking.log_config(cfg.raw, yaml.safe_dump(cfg.raw, sort_keys=False))
-        mlflow.log_params({"blas": blas.blas_in_use(), **(extra_params or {})})
+        tracking.log_config(cfg.raw, yaml.safe_dump(cfg.raw, sort_keys=False), (*KEY_SETTINGS, *param_keys))
         train_set, valid_set = load_datasets(cfg, split_dir, tokenizer, model_key=Path(model_ref).name)
         n_trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
-        mlflow.log_params({"split_dir": split_dir.name, "trainable_parameters": n_trainable,
-                           "train_examples": len(train_set), "val_examples_used": len(valid_set)})
+        tracking.record(params={"blas": blas.blas_in_use(), **(extra_params or {}), "split_dir": split_dir.name,
+                                "model_parameters": n_model, "trainable_parameters": n_trainable,
+                                "train_examples": len(train_set), "val_examples_used": len(valid_set)})
         print(f"medlora: run {run.info.run_id} | model {cfg.model.name} | {n_trainable:,} trainable params "
               f"in {num_layers} layers | {len(train_set)} train / {len(valid_set)} val examples | "
               f"BLAS {blas.blas_in_use()}", file=sys.stderr)
-        with temporary_dir("adapters") as tmp:
-            history, best = _fit(cfg, model, tokenizer, (train_set, valid_set), adapter_config(cfg, num_layers),
-                                 extra_callbacks, Path(tmp))
-        mlflow.log_figure(loss_curve_figure(history, title=cfg.run_name or run.info.run_id), "loss_curve.png")
+        history = History()
+        try:
+            with temporary_dir("adapters") as tmp:
+                best = _fit(cfg, model, tokenizer, (train_set, valid_set), adapter_config(cfg, num_layers),
+                            extra_callbacks, Path(tmp), history)
+        finally:  # also when pruned, over the cap or failed: what was measured until then
+            _log_summary(history, time.perf_counter() - tic, title=cfg.run_name or run.info.run_id)
         return _result(run.info.run_id, history, best, time.perf_counter() - tic)
 
 
 def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
-         extra_callbacks: Iterable[TrainingCallback], tmp: Path) -> tuple[History, BestAdapterKeeper]:
+         extra_callbacks: Iterable[TrainingCallback], tmp: Path, history: History) -> BestAdapterKeeper:
     """mlx-lm's trainer with medlora's callbacks; the best and final adapters logged to the active run."""
-    history = History()
     best = BestAdapterKeeper(model, tmp / "best", adapter_cfg)
     callbacks = CallbackList([
         MetricsLogger(history),
@@ -135,11 +149,21 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     kill_point("log_artifacts")
     tracking.log_dir(tmp / "best", "adapters/best")
     tracking.log_dir(tmp / "final", "adapters/final")
-    return history, best
+    return best
+
+
+def _log_summary(history: History, seconds: float, title: str) -> None:
+    """The run's summary metrics (those measured) and its loss curve."""
+    metrics = {"run_seconds": seconds, "peak_rss_gb": peak_rss_gb(),
+               "median_tokens_per_second": _median(history.tokens_per_second),
+               "eval_seconds_mean": _mean(history.eval_seconds)}
+    mlflow.log_metrics(shown({k: v for k, v in metrics.items() if math.isfinite(v)}))
+    if history.train or history.val:
+        mlflow.log_figure(loss_curve_figure(history, title=title), "loss_curve.png")
 
 
 def _result(run_id: str, history: History, best: BestAdapterKeeper, seconds: float) -> RunResult:
-    """The run's summary, also logged as its final metrics."""
+    """The run's summary (its metrics are logged by the callbacks and ``_log_summary``)."""
     result = RunResult(
         run_id=run_id,
         first_val_loss=history.val[0][1],
@@ -152,11 +176,7 @@ def _result(run_id: str, history: History, best: BestAdapterKeeper, seconds: flo
         tokens_per_second=_median(history.tokens_per_second),
         seconds=seconds,
     )
-    mlflow.log_metrics({
-        "best_val_loss": result.best_val_loss, "best_iteration": result.best_iteration,
-        "run_seconds": result.seconds, "peak_rss_gb": result.peak_rss_gb,
-        "median_tokens_per_second": result.tokens_per_second, "eval_seconds_mean": _mean(history.eval_seconds),
-    })
+    mlflow.log_metric("best_iteration", result.best_iteration)
     return result
 
 
