@@ -1,0 +1,98 @@
+"""The word lists the triage rules are built from, as regular-expression alternations.
+
+They are written against :func:`medlora.answers.triage.text.normalise`'s output: lower case,
+no apostrophes, contractions spelled out ("cannot", "will not", "is not"), texting spelled out.
+Each name is a phrase class, e.g. :data:`UNRESPONSIVE` is every way of saying that someone cannot
+be woken; :mod:`.rules` combines them into situations.
+"""
+
+from __future__ import annotations
+
+
+def alt(*words: str) -> str:
+    """``(?:a|b|c)`` of the phrases given (each may itself be a regular expression)."""
+    return "(?:" + "|".join(words) + ")"
+
+
+GAP = r"(?:\w+ ){0,6}"  # up to six words in between
+NOT = alt("not", "cannot", "can not", "could not", "will not", "is not", "does not", "did not", "never", "no")
+KIN = alt("husband", "wife", "partner", "mom", "mother", "dad", "father", "son", "daughter", "brother", "sister",
+          "friend", "boyfriend", "girlfriend", "grandma", "grandmother", "grandpa", "grandfather", "grandad",
+          "uncle", "aunt", "cousin", "roommate", "flatmate", "neighbour", "neighbor", "coworker", "colleague",
+          "boss", "man", "woman", "guy", "girl", "boy", "patient", "student", "mate", "niece", "nephew", "kid")
+CHILD = alt("baby", "babies", "infant", "newborn", "toddler", "child", "kid", "kids", "little (?:brother|sister|"
+            "girl|boy|one)", r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve) (?:year|month|"
+            "week|yr) old", "son", "daughter", "grandson", "granddaughter", "niece", "nephew", "boy", "girl")
+MEDS = alt(r"pills?", r"tablets?", r"capsules?", "medicine", r"medications?", r"drugs?", "tylenol", "acetaminophen",
+           "paracetamol", "ibuprofen", "advil", "aspirin", "benadryl", "xanax", "valium", "ambien", "oxycodone",
+           "percocet", "vicodin", "tramadol", "codeine", "morphine", "methadone", "insulin", r"antidepressants?",
+           r"painkillers?", r"opioids?", "lithium", "digoxin", "gummies", "vitamins", "heroin", "fentanyl",
+           "cough syrup", "edibles", "molly", "ecstasy", "cocaine")
+POISONS = alt("bleach", "poison", "antifreeze", "detergent", r"pods?", r"batter(?:y|ies)", r"magnets?", r"cleaners?",
+              r"cleaning \w+", "weed killer", "pesticide", "lamp oil", "paint thinner", "petrol", "gasoline",
+              "vape liquid", "e liquid", "nicotine", r"mushrooms?", "rat poison", r"dishwasher \w+", "fentanyl patch",
+              "lighter fluid", "hand sanitizer", "sanitizer", "nail polish remover", "silica gel", r"berr(?:y|ies)",
+              r"lea(?:f|ves)", "oleander", "foxglove", "window cleaner", "drain cleaner", "oven cleaner", "chemicals?",
+              "laundry \w+", "mouthwash", "perfume", "essential oil", "something laced")
+INGESTED = alt("swallowed", "drank", "drunk", "ate", "eaten", "chewed", "licked", "bit into", "got into",
+               "inhaled", "sniffed", "sprayed", "splashed", "injected", "snorted", "smoked", "put (?:\w+ ){0,3}"
+               "in (?:his|her|their) mouth", r"found (?:\w+ ){0,3}and (?:ate|drank|swallowed)")
+TOO_MUCH = alt("too many", "too much", "to many", "way too", r"whole (?:bottle|pack|box|strip|packet|sheet)",
+               "a bottle of", r"all (?:of )?(?:my|his|her|the|their)", "a bunch of", "bunch of", "handful of",
+               "a lot of", "half a bottle", r"\d{2,}", "[4-9]", "fifteen", "twenty", "thirty", "forty", "fifty",
+               "a pack of", "most of a", "double", "twice", "ten times", "extra")
+UNRESPONSIVE = alt("unresponsive", "unresponsiv", "not responding", "not responsive", "not respond", "will not wake",
+                   "cannot wake", "not waking", "not wake", "hard to wake", "hardly waking", "barely awake",
+                   "barely conscious", "will not come round", "not coming round", "unconscious", "passed out",
+                   "collapsed", "not moving", "not move", "limp", "floppy", "flopy", "lethargic", "nodding off",
+                   "not crying", "cannot stand")
+BREATHING = alt(rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|out of|in through) (?:it|(?:my|the|his|"
+                r"her) nose))", "not breath good", "stopped breathing", "barely breathing", r"struggling to breathe",
+                r"struggling to breath", "hard time breathing", "trouble breathing", "gasping", rf"{NOT} get "
+                r"(?:enough )?air", r"cannot catch (?:my|his|her|their) breath", r"breathing (?:is |got )?(?:really |very |"
+                r"so )?(?:fast|strange|strangely|weird|funny|noisy|slow|slowly)", "cannot finish a sentence",
+                "cannot talk in full sentences", r"wheezing so", "grunting with every breath", r"(?:chest|ribs) "
+                r"(?:is |are )?sucking in", "pulling in under", "nostrils flaring", "more breathless",
+                r"hurts to breathe", "short of breath")
+COLOUR = alt("turning blue", r"(?:lips|face|skin) (?:\w+ ){0,2}(?:blue|grey|gray|purple)", "is blue", "blue color",
+             "going blue", "mottled", "bluish", "blueish",
+             r"(?:is|looks|very|going) (?:grey|gray|pale and)\b(?! platelet)")
+SEIZURE = alt(r"having a (?:seizure|siezure|fit)", "convulsing", "seizing", "shaking all over", "eyes rolled back",
+              "twitching and jerking", "jerking", "foaming at the mouth", r"little seizures", "had a seizure")
+BLEEDING = alt(r"bleeding (?:\w+ ){0,3}(?:will not stop|heavily|a lot|badly|everywhere|nonstop|non stop)",
+               r"blood (?:is )?(?:spurting|pouring|gushing)", "so much blood", r"soaking (?:\w+ ){0,2}(?:pads|through)",
+               r"(?:vomiting|throwing up|coughing up|threw up|coughing) (?:\w+ ){0,3}blood", "coffee grounds",
+               r"blood (?:\w+ ){0,8}(?:not stop|will not stop)", "keeps bleeding", "bleeding a lot", "is bleeding")
+NEURO = alt(r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and droopy)", r"slurr(?:ed|ing)",
+            rf"{NOT} (?:move|lift|feel) (?:my|his|her|their|the) (?:\w+ )?(?:arm|legs?|side)",
+            r"(?:one|left|right) side (?:\w+ ){0,4}(?:numb|weak|down|not moving|floppy)", r"half (?:\w+ ){0,2}face",
+            r"suddenly (?:\w+ ){0,3}(?:confused|cannot speak|cannot walk|cannot move|cannot feel|numb|lost|weak)",
+            r"cannot find (?:his|her|my|their) words", "words are coming out wrong", "talking nonsense",
+            "not making sense", rf"{NOT} recogni[sz]e", r"lost (?:the )?vision", "vision just went", "went black",
+            "cannot answer us", "cannot talk good", "cannot speak properly", r"one arm is (?:weak|heavy)",
+            "arm is heavy", "stopped mid sentence", r"cannot control (?:my |his |her )?bladder")
+CARDIAC = alt(r"(?:crushing|severe|sudden|bad|terrible|strong|very|sharp|tearing|ripping) (?:\w+ ){0,3}(?:chest|"
+              r"shoulder blades)", r"pressure in (?:my|his|her) chest", r"chest (?:\w+ ){0,5}(?:crushing|hurts so|tight rn|pressure and|pain and|"
+              r"elephant|is tight like|sweat)", r"clutching (?:his|her|my|their) chest", r"heart attack i think",
+              r"pain (?:\w+ ){0,2}(?:from|to) (?:the )?(?:chest|jaw)", r"jaw (?:\w+ ){0,3}arm", r"arm (?:\w+ ){0,3}jaw",
+              r"heart (?:is )?(?:racing|pounding) (?:\w+ ){0,3}(?:\d{3}|super fast|chest|dizzy|pass out|faint)",
+              r"chest pain (?:\w+ ){0,4}(?:sweating|sweaty|dizzy|faint|arm|jaw|help|short of breath|when i breathe)")
+ALLERGY = alt(r"throat (?:\w+ ){0,2}(?:closing|tight|swelling)", r"(?:tongue|lips?|face) (?:\w+ ){0,2}(?:swelling|"
+              "swollen|huge)", r"hives (?:\w+ ){0,6}(?:wheez|breath|throat|swallow|dizzy|hoarse)", "epipen not",
+              r"hard to swallow", "voice is getting hoarse", "voice has gone hoarse")
+TRAUMA = alt(r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"hit by a (?:car|truck|bus)",
+             r"fell (?:\w+ ){0,3}(?:roof|ladder|balcony|window|height|high|top|stairs|bunk|trampoline|swing|slide|"
+             r"climbing|bed|table|cliff)", r"fell (?:\w+ ){0,2}(?:through the ice|in the (?:pool|bath|lake|river)|"
+             r"into the (?:pool|pond|lake|river))", "pulled (?:\w+ ){0,3}out of the (?:pool|lake|water|river|pond)",
+             r"under (?:the )?water", "underwater", "electric shock", r"(?:burned|burnt|burns|scalded|scald) (?:\w+ ){0,6}"
+             r"(?:skin|blister|blistering|peeling|white|raw|all over|whole|face|chest|coming off)", r"blistering",
+             "skin is coming off", "boiling", r"car (?:crash|accident)", "bent the wrong way", "fluid coming from",
+             "lying on the road", r"(?:is|are|am|almost|nearly|just) drown(?:ing|ed)", r"locked in (?:a|the) car", "in the car in the heat",
+             "house fire", "fire and")
+OTHER_URGENT = alt(r"worst (?:\w+ )?headache", r"(?:explosive|thunderclap|sudden severe) headache", r"stiff neck", r"rash (?:\w+ ){0,3}(?:not fade|does not fade|not go "
+                   r"away|does not go away)", r"sugar (?:is )?(?:[1-4]\d)\b", r"pregnant (?:\w+ ){0,8}(?:bleeding|"
+                   r"blood|not moved|headache|blurry)", r"(?:baby|it) is coming now", r"(?:stomach|belly) (?:\w+ ){0,2}"
+                   r"(?:rock hard|hard as a board|rigid)", r"black (?:tarry )?(?:stool|poop)", r"(?:freezing|hot) "
+                   r"(?:\w+ ){0,3}confused", "stopped sweating", "sunken soft spot", r"no (?:wet diaper|tears)",
+                   rf"{NOT} (?:peed|drunk anything|had a wet)", "seeing yellow", r"ears are ringing", "overheating",
+                   r"fever (?:\w+ ){0,4}(?:floppy|limp|hard to wake|not move|stiff neck|not feed|will not feed)")
