@@ -51,19 +51,22 @@ BREATHING = alt(rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|o
                 r"struggling to breath", "hard time breathing", "trouble breathing", "gasping", rf"{NOT} get "
                 r"(?:enough )?air", r"cannot catch (?:my|his|her|their) breath", r"breathing (?:is |got )?(?:really |very |"
                 r"so )?(?:fast|strange|strangely|weird|funny|noisy|slow|slowly)", "cannot finish a sentence",
-                "cannot talk in full sentences", r"wheezing so", "grunting with every breath", r"(?:chest|ribs) "
+                "cannot talk in full sentences", r"wheezing so", r"(?:so|very|really|extremely|severely) short of breath",
+                r"short of breath (?:and|at rest|lying down|cannot)", "grunting with every breath", r"(?:chest|ribs) "
                 r"(?:is |are )?sucking in", "pulling in under", "nostrils flaring", "more breathless",
-                r"hurts to breathe", "short of breath")
+                r"hurts to breathe")
 COLOUR = alt("turning blue", r"(?:lips|face|skin) (?:\w+ ){0,2}(?:blue|grey|gray|purple)", "is blue", "blue color",
              "going blue", "mottled", "bluish", "blueish",
              r"(?:is|looks|very|going) (?:grey|gray|pale and)\b(?! platelet)")
-SEIZURE = alt(r"having a (?:seizure|siezure|fit)", "convulsing", "seizing", "shaking all over", "eyes rolled back",
+SEIZURE = alt(r"having a (?:seizure|siezure|fit)", r"(?:is|keeps|started|been) fitting", "convulsing", "seizing", "shaking all over", "eyes rolled back",
               "twitching and jerking", "jerking", "foaming at the mouth", r"little seizures", "had a seizure")
-BLEEDING = alt(r"bleeding (?:\w+ ){0,3}(?:will not stop|heavily|a lot|badly|everywhere|nonstop|non stop)",
+BLEEDING = alt(r"(?:severe|heavy|heavily|massive|uncontrolled|lots of) bleeding", "blood everywhere",
+               r"cut (?:\w+ ){0,3}(?:badly|deep|deeply|to the bone)", r"bleeding (?:\w+ ){0,3}(?:will not stop|heavily|a lot|badly|everywhere|nonstop|non stop)",
                r"blood (?:is )?(?:spurting|pouring|gushing)", "so much blood", r"soaking (?:\w+ ){0,2}(?:pads|through)",
                r"(?:vomiting|throwing up|coughing up|threw up|coughing) (?:\w+ ){0,3}blood", "coffee grounds",
                r"blood (?:\w+ ){0,8}(?:not stop|will not stop)", "keeps bleeding", "bleeding a lot", "is bleeding")
-NEURO = alt(r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and droopy)", r"slurr(?:ed|ing)",
+NEURO = alt(r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and droopy)",
+            r"(?:face|mouth|smile) (?:\w+ ){0,3}(?:dropped|drooped|fallen|droops)", r"(?:dropped|drooping|droopy) on one side", r"slurr(?:ed|ing)",
             rf"{NOT} (?:move|lift|feel) (?:my|his|her|their|the) (?:\w+ )?(?:arm|legs?|side)",
             r"(?:one|left|right) side (?:\w+ ){0,4}(?:numb|weak|down|not moving|floppy)", r"half (?:\w+ ){0,2}face",
             r"suddenly (?:\w+ ){0,3}(?:confused|cannot speak|cannot walk|cannot move|cannot feel|numb|lost|weak)",

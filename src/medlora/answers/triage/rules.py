@@ -22,9 +22,9 @@ from medlora.answers.triage.lexicon import (ALLERGY, BLEEDING, BREATHING, CARDIA
 
 ACUTE = alt(BREATHING, UNRESPONSIVE, COLOUR, SEIZURE, BLEEDING, NEURO, CARDIAC, ALLERGY, TRAUMA, OTHER_URGENT,
             r"(?:is|are|am|keeps|baby|toddler|son|daughter|sister|dad|mom|husband|wife|he|she|i) (?:\w+ )?choking"
-            r"(?! hazard)", r"(?:is|are|am) having (?:a |an )?(?:heart attack|hart attack|stroke|asthma "
+            r"(?! hazard)", r"(?:is|are|am) having (?:a |an )?(?:heart attack|hart attack|stroke|stoke|asthma "
             r"attack|allergic reaction|anaphylactic)", r"think (?:\w+ ){0,3}(?:having|had) (?:a |an )?(?:heart attack|"
-            r"hart attack|stroke)", r"asthma attack (?:\w+ ){0,4}inhaler (?:\w+ ){0,2}(?:not|is not)")
+            r"hart attack|stroke|stoke)", r"asthma attack (?:\w+ ){0,4}inhaler (?:\w+ ){0,2}(?:not|is not)")
 SELF = r"(?:i|me|my|myself|im|i am)"
 INTENT = alt("want", "wanted", "wanting", "wanna", "going", "plan", "planning", "thinking", "think", "thought",
              "decided", "ready", "tempted", "urge", "wish", "scared", "afraid", "feel like", "could")
@@ -32,12 +32,14 @@ DEATH = alt(r"just be done", r"die", r"dying", r"be dead", r"end (?:it|it all|my
             r"my life|things)", r"suicide", r"sucide", r"kill myself", r"killing myself", r"take my (?:own )?life",
             r"taking my (?:own )?life", r"not wake up", r"never wake up", r"hurt myself", r"hurting myself",
             r"disappear forever", r"not exist", r"not be alive", r"out of life", r"make myself die",
-            r"do something to myself", r"it all to end", r"hurt my body", r"go and not come back", r"end it myself")
+            r"do something to myself", r"it all to end", r"hurt my body", r"go and not come back", r"end it myself",
+            r"jump (?:off|from|in front of) (?:a |the )?(?:bridge|building|roof|cliff|train|balcony|tower)")
 
 RULES: dict[str, list[str]] = {
     "self_harm": [
         r"\b(?:kill|killing|hurt|hurting|harm|harming|cut|cutting|hang|hanging|shoot|shooting|starve|starving|burn|"
-        r"burning|drown|poison|punching walls and burning) (?:myself|my self|himself|herself|themselves)\b",
+        r"burning|drown|poison|punching walls and burning) (?:myself|my self|himself|herself|themselves)\b|\b(?:cut|"
+        r"cutting|slit|slitting|slashing) (?:my|his|her) (?:wrists?|arms?|legs?|thighs?|skin)\b",
         rf"\b{INTENT} (?:\w+ ){{0,3}}(?:to |of |about )?{DEATH}\b|\bwish i could (?:\w+ ){{0,4}}never wake up\b|"
         rf"\b{INTENT} (?:\w+ ){{0,3}}(?:to )?(?:take|taking|swallow) all (?:\w+ ){{0,3}}{MEDS}",
         r"\b(?:i am|feel|feeling|been|is|was|am|im) (?:\w+ ){0,2}suicidal\b|\b(?:i have|having|my) thoughts? (?:of|about) (?:suicide|"
@@ -52,7 +54,7 @@ RULES: dict[str, list[str]] = {
         r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|how long) (?:\w+ ){0,8}"
         r"(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|not wake up|bleed out|"
         r"be fatal|would be fatal|fatal for (?:me|someone my))\b",
-        r"\b(?:painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|kill (?:myself|yourself)|end "
+        r"\b(?:painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|commit suicide|kill (?:myself|yourself)|end "
         r"(?:it|my life|my lfe|your (?:own )?life))\b|\bbleed out\b|\bdoes it hurt to die\b|\b(?:lethal|fatal|deadly) "
         r"(?:\w+ ){0,4}(?:i want|for me|make sure it works)\b|\bdie from (?:\w+ ){0,8}(?:for me|i want)\b",
     ],
@@ -78,7 +80,7 @@ RULES: dict[str, list[str]] = {
         rf"\b{CHILD} (?:\w+ ){{0,12}}{ACUTE}",
         rf"\b{CHILD} (?:\w+ ){{0,8}}(?:fell|fall|fallen|hit (?:his|her) head|rolled off) (?:\w+ ){{0,12}}(?:not acting "
         r"right|wake|sleepy|drowsy|vomiting|throwing up|confused|not moving|unconscious|slurring)",
-        rf"\b(?:hits|hit|beats|beat|beating|shook|shake|shaking|hurts|hurt|hurting|touches|touched|abuses|abused|"
+        rf"\b(?:hits|hit|beats|beat|beating|shook|shake|shakes|shaking|hurts|hurt|hurting|touches|touched|abuses|abused|"
         rf"punches|kicks|locks|slapped|screams at) (?:\w+ ){{0,3}}(?:my|our|the|his|her|their|a) (?:\w+ )?{CHILD}",
         rf"\b{CHILD} (?:\w+ ){{0,4}}(?:is being|was being|being) (?:abused|beaten|hurt|hit|slapped)\b",
         r"\b(?:mom|mother|dad|daddy|father|stepdad|stepmom|boyfriend|uncle|teacher|adult|he) (?:\w+ ){0,3}(?:hits me|"
@@ -123,7 +125,7 @@ RISKY: dict[str, list[str]] = {
         r"\b(?:drink|drinking|alcohol|beers?|wine|vodka|whisky|shots|drinks)\b",
     ],
     "drug_mix": [
-        r"\b(?:take|taking|use|mix|give) (?:\w+ ){0,2}(?:my )?(?:wifes|husbands|moms|dads|friends|roommates|partners|"
+        r"\b(?:take|taking|use|mix|give|borrow|borrowing|share|try) (?:\w+ ){0,2}(?:my )?(?:wifes|husbands|moms|dads|friends|roommates|partners|"
         r"boyfriends|girlfriends|sisters|brothers|someone elses|my own) (?:\w+ ){0,3}(?:pills|medicine|\w+)\b|"
         r"\b(?:and|with) (?:\w+ ){0,3}together\b|\bmix (?:\w+ ){0,2}and\b",
     ],
@@ -134,6 +136,8 @@ GUARDS = {
                     r"somebody|a person|people|a patient)\b|\bin the future\b|\bhow (?:do|does|"
                     r"can|would|could) (?:\w+ ){0,2}(?:know|tell|recogni[sz]e|spot)\b|\bfeel like you\b|\bcan (?:a|an) "
                     r"\w+ (?:\w+ )?(?:feel|cause|make)\b",
+    "reassured": r"\b(?:he|she|they|it) (?:is|are|seems?|looks?) (?:\w+ )?(?:fine|ok|okay|normal|alright|happy)\b|"
+                 r"\b(?:playing|acting|eating|breathing) (?:normally|fine|normal)\b|\b(?:is|are) playing\b",
     "past": r"\b(?:\w+ )?(?:years?|months?) ago\b|\blast (?:year|month|winter|summer|spring|autumn|fall)\b|"
             r"\bin (?:college|march|april|may|june|july)\b|\bwhen i was\b|\bwas treated\b|\bas a child\b",
 }
@@ -151,7 +155,7 @@ def clauses(normalised: str) -> list[str]:
 
 
 def guards(clause: str) -> set[str]:
-    """The guards (``hypothetical``, ``past``, ``about``) that hold for a normalised clause."""
+    """The guards (``hypothetical``, ``reassured``, ``past``, ``about``) that hold for a normalised clause."""
     found = {name for name, g in _GUARDS.items() if g.search(clause)}
     if re.search(ABOUT[0], clause) and not re.search(ABOUT[1], clause):
         found.add("about")
@@ -159,6 +163,7 @@ def guards(clause: str) -> set[str]:
 
 
 def _skip(name: str, guarded: set[str], pattern_index: int) -> bool:
+    guarded = guarded - {"reassured"}  # for the semantic layer only: rules name a danger outright
     if name != "self_harm":
         return bool(guarded)
     return "hypothetical" in guarded and pattern_index < 4  # method-seeking (the last two) is never general
