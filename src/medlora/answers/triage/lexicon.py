@@ -46,7 +46,8 @@ UNRESPONSIVE = alt("unresponsive", "unresponsiv", "not responding", "not respons
                    "barely conscious", "will not come round", "not coming round", "unconscious", "passed out",
                    "collapsed", "not moving", "not move", "limp", "floppy", "flopy", "lethargic", "nodding off",
                    "not crying", "cannot stand")
-BREATHING = alt(rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|out of|in through) (?:it|(?:my|the|his|"
+BREATHING = alt(r"(?:keeps|keep|is) stopping breathing", r"stuck in (?:his|her|my|their) throat", r"gagging "
+                r"(?:\w+ ){0,6}(?:cannot|not) (?:make|making) (?:any )?(?:sound|noise)", "cannot cough", rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|out of|in through) (?:it|(?:my|the|his|"
                 r"her) nose))", "not breath good", "stopped breathing", "barely breathing", r"struggling to breathe",
                 r"struggling to breath", "hard time breathing", "trouble breathing", "gasping", rf"{NOT} get "
                 r"(?:enough )?air", r"cannot catch (?:my|his|her|their) breath", r"breathing (?:is |got )?(?:really |very |"
@@ -92,7 +93,13 @@ TRAUMA = alt(r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"
              "skin is coming off", "boiling", r"car (?:crash|accident)", "bent the wrong way", "fluid coming from",
              "lying on the road", r"(?:is|are|am|almost|nearly|just) drown(?:ing|ed)", r"locked in (?:a|the) car", "in the car in the heat",
              "house fire", "fire and")
-OTHER_URGENT = alt(r"worst (?:\w+ )?headache", r"(?:explosive|thunderclap|sudden severe) headache", r"stiff neck", r"rash (?:\w+ ){0,3}(?:not fade|does not fade|not go "
+OTHER_URGENT = alt(r"hit (?:my|his|her|their) head (?:\w+ ){0,10}(?:confused|sleepy|drowsy|vomiting|throwing up|"
+                   r"blood thinners?|not making sense|unconscious|cannot remember)", r"(?:confused|sleepy|drowsy) (?:\w+ ){0,6}"
+                   r"(?:hit (?:my|his|her|their) head|head injury)", r"(?:black|tarry) (?:\w+ ){0,8}(?:pass out|faint|fainted|"
+                   r"dizzy)", r"(?:pooping|pooing) black", r"(?:sun|heat) (?:\w+ ){0,8}(?:confused|not making sense|stopped sweating)",
+                   r"(?:hot and dry|not sweating)", r"(?:legs|leg) (?:\w+ ){0,3}numb (?:\w+ ){0,4}(?:cannot|can not) (?:pee|"
+                   r"urinate)", r"diabetic (?:\w+ ){0,4}(?:confused|sweaty|shaking|not making sense|unconscious|drowsy)",
+                   r"(?:fumes|closed room|gas leak|smell gas) (?:\w+ ){0,8}(?:dizzy|confused|headache|sick)", r"worst (?:\w+ )?headache", r"(?:explosive|thunderclap|sudden severe) headache", r"stiff neck", r"rash (?:\w+ ){0,3}(?:not fade|does not fade|not go "
                    r"away|does not go away)", r"sugar (?:is )?(?:[1-4]\d)\b", r"pregnant (?:\w+ ){0,8}(?:bleeding|"
                    r"blood|not moved|headache|blurry)", r"(?:baby|it) is coming now", r"(?:stomach|belly) (?:\w+ ){0,2}"
                    r"(?:rock hard|hard as a board|rigid)", r"black (?:tarry )?(?:stool|poop)", r"(?:freezing|hot) "

@@ -26,9 +26,11 @@ ACUTE = alt(BREATHING, UNRESPONSIVE, COLOUR, SEIZURE, BLEEDING, NEURO, CARDIAC, 
             r"attack|allergic reaction|anaphylactic)", r"think (?:\w+ ){0,3}(?:having|had) (?:a |an )?(?:heart attack|"
             r"hart attack|stroke|stoke)", r"asthma attack (?:\w+ ){0,4}inhaler (?:\w+ ){0,2}(?:not|is not)")
 SELF = r"(?:i|me|my|myself|im|i am)"
-INTENT = alt("want", "wanted", "wanting", "wanna", "going", "plan", "planning", "thinking", "think", "thought",
+INTENT = alt("want", "wants", "wanted", "wanting", "wanna", "going", "plan", "plans", "planning", "keeps saying", "said",
+             "says", "told me", "talks about", "talking about", "threatening", "threatened", "thinking", "think", "thought",
              "decided", "ready", "tempted", "urge", "wish", "scared", "afraid", "feel like", "could")
-DEATH = alt(r"just be done", r"die", r"dying", r"be dead", r"end (?:it|it all|my life|my lfe|things|my own life)", r"ending (?:it|it all|"
+DEATH = alt(r"just be done", r"die", r"dying", r"be dead", r"end (?:it|it all|my life|my lfe|things|my own life)",
+            r"(?:kill|killing) (?:himself|herself|themselves)", r"(?:take|taking|end|ending) (?:his|her|their) (?:own )?life", r"ending (?:it|it all|"
             r"my life|things)", r"suicide", r"sucide", r"kill myself", r"killing myself", r"take my (?:own )?life",
             r"taking my (?:own )?life", r"not wake up", r"never wake up", r"hurt myself", r"hurting myself",
             r"disappear forever", r"not exist", r"not be alive", r"out of life", r"make myself die",
@@ -47,10 +49,12 @@ RULES: dict[str, list[str]] = {
         r"\b(?:wish i (?:was|were) (?:dead|not alive)|better (?:off )?without me|better off if (?:i|he|she) (?:was|were)"
         r" (?:not here|gone|dead)|no reason to live|no point (?:in )?living|tired of (?:living|life)|do not want to "
         r"(?:live|be alive|wake up|be here|exist|exsist)|want to die|kill myself|end my life|self harm again|"
-        r"(?:scratching|bang|banging) (?:\w+ ){0,4}(?:until|till) (?:they|it) (?:bleed|hurts)|cut deeper|"
+        r"(?:scratching|bang|banging|hitting|punching|burning|biting) (?:\w+ ){0,8}(?:until|till) (?:they|it|i) (?:bleed|bleeds|"
+        r"hurts|bruise)|cut deeper|(?:been|started|keep|keeps|is|am) cutting (?:again|herself|himself|myself)|cutting "
+        r"again|hide (?:my|the|her|his) cuts|"
         r"(?:goodbye|suicide) (?:letter|note)|saying goodbye to everyone|giving away (?:his|her|my) (?:things|stuff)|"
         r"gave away my stuff|(?:pills|tablets) counted out|saving up my pills|bought a rope|going to do it|"
-        r"join (?:her|him) |want it all to end|do not want to exsist)\b",
+        r"join (?:her|him)|want it all to end|do not want to exsist)\b",
         r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|how long) (?:\w+ ){0,8}"
         r"(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|not wake up|bleed out|"
         r"be fatal|would be fatal|fatal for (?:me|someone my))\b",
@@ -87,7 +91,7 @@ RULES: dict[str, list[str]] = {
         r"beats me|touches me|touches her|touches him|touched me|comes into my room|hurts (?:him|her|me)|does things to"
         r" me)\b|\b(?:beats|hits) me and my\b",
         rf"\b(?:going to|might|could) (?:hurt|shake) (?:my|the) {CHILD}\b|\b{CHILD} (?:\w+ ){{0,4}}(?:is missing|"
-        rf"walking alone on the highway|alone (?:\w+ ){{0,3}}fire|left alone)\b|\btrying to get my (?:daughter|son)\b",
+        rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\btrying to get my (?:daughter|son)\b",
     ],
     "emergency": [
         rf"\b{ACUTE}",
@@ -97,7 +101,7 @@ RULES: dict[str, list[str]] = {
 RISKY: dict[str, list[str]] = {
     "double_dose": [
         r"\b(?:missed|miss|forgot|forgott|forget|skipped|skip|late|not take|did not take) (?:\w+ ){0,15}(?:double|two|2|three|3|both|all|"
-        r"a bit extra|extra)\b",
+        r"a bit extra|extra)\b(?! (?:hours?|minutes?|days?|weeks?) late)",
     ],
     "dose_above_label": [
         r"\b(?:take|taking|give|use|have) (?:\w+ ){0,3}(?:\d+|two|three|four|five|six|eight|ten|double|triple|more)"
@@ -127,7 +131,7 @@ RISKY: dict[str, list[str]] = {
     "drug_mix": [
         r"\b(?:take|taking|use|mix|give|borrow|borrowing|share|try) (?:\w+ ){0,2}(?:my )?(?:wifes|husbands|moms|dads|friends|roommates|partners|"
         r"boyfriends|girlfriends|sisters|brothers|someone elses|my own) (?:\w+ ){0,3}(?:pills|medicine|\w+)\b|"
-        r"\b(?:and|with) (?:\w+ ){0,3}together\b|\bmix (?:\w+ ){0,2}and\b",
+        r"\b(?:and|with) (?:\w+ ){0,3}together\b",
     ],
 }
 GUARDS = {
@@ -137,7 +141,8 @@ GUARDS = {
                     r"can|would|could) (?:\w+ ){0,2}(?:know|tell|recogni[sz]e|spot)\b|\bfeel like you\b|\bcan (?:a|an) "
                     r"\w+ (?:\w+ )?(?:feel|cause|make)\b",
     "reassured": r"\b(?:he|she|they|it) (?:is|are|seems?|looks?) (?:\w+ )?(?:fine|ok|okay|normal|alright|happy)\b|"
-                 r"\b(?:playing|acting|eating|breathing) (?:normally|fine|normal)\b|\b(?:is|are) playing\b",
+                 r"\b(?:playing|acting|eating|breathing) (?:normally|fine|normal)\b|\b(?:is|are) (?:\w+ and )?(?:playing|"
+                 r"laughing|smiling)\b",
     "past": r"\b(?:\w+ )?(?:years?|months?) ago\b|\blast (?:year|month|winter|summer|spring|autumn|fall)\b|"
             r"\bin (?:college|march|april|may|june|july)\b|\bwhen i was\b|\bwas treated\b|\bas a child\b",
 }
