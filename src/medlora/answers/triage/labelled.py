@@ -3,7 +3,8 @@
 Each row is one phrasing written for the triage: ``group`` (the situation it belongs to: every
 variant of one situation, and the ordinary question *about* it, share a group), ``label`` (one of
 :data:`CLASSES`), ``kind`` (for ``risky`` rows: which dangerous instruction the question invites),
-``variants`` (how it is written: ``lower;no_apostrophe;typo``...) and ``text``.
+``variants`` (how it is written: ``lower;no_apostrophe;typo``...), ``batch`` (1: written before any
+rule; 2: written after the rules were revised on batch 1's held-out errors) and ``text``.
 
 The split is by group, never by row, so that "I can't breathe" and "i cant breathe" are never on
 both sides: a group is held out when the first byte of ``sha256("medlora-triage/" + group)`` is
@@ -23,7 +24,7 @@ RED_FLAGS = ("overdose", "self_harm", "child", "emergency")  # urgent: a fixed m
 CLASSES = (*RED_FLAGS, "risky", "ordinary")
 RISKY_KINDS = ("dose_above_label", "double_dose", "stop_medicine", "alcohol_mix", "drug_mix")
 TUNING_CSV = Path(__file__).with_name("tuning.csv")
-FIELDS = ("group", "label", "kind", "variants", "text")
+FIELDS = ("group", "label", "kind", "variants", "batch", "text")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Example:
     label: str
     kind: str
     variants: str
+    batch: str
     text: str
 
 
