@@ -6,7 +6,7 @@
 3. Five-fold cross-validation by situation group (``sha256("medlora-triage-fold/" + group)``):
    each fold is scored by a classifier fitted on the other four, through the same
    :func:`.semantic.scores` and :func:`.rules.hits` the triage uses.
-4. Thresholds, one per class, are chosen on those out-of-fold scores of the semantic layer
+4. Thresholds, one per class and one for ``red_flag`` (any red flag), are chosen on those out-of-fold scores of the semantic layer
    *alone*: the rules were written on the tuning half, so they catch nearly all of it and would
    leave the semantic layer nothing to learn a threshold from; on new phrasings they will miss
    some, and the semantic layer is the net under them. Starting from 1 (off), the red-flag
@@ -27,7 +27,7 @@ import random
 import numpy as np
 
 from medlora.answers.triage import labelled, rules, semantic
-from medlora.answers.triage.labelled import CLASSES, RED_FLAGS
+from medlora.answers.triage.labelled import CLASSES, RED_FLAGS, SCORES
 from medlora.answers.triage.text import normalise
 
 N_MEDQUAD, FOLDS, SEED = 600, 5, 0
@@ -77,8 +77,8 @@ def fold_of(group: str) -> int:
 
 
 def out_of_fold_scores(rows, negatives, features) -> np.ndarray:
-    """(len(rows), len(CLASSES)) probabilities, each row scored by a classifier that never saw its group."""
-    out = np.zeros((len(rows), len(CLASSES)))
+    """(len(rows), len(SCORES)) scores, each row scored by a classifier that never saw its group."""
+    out = np.zeros((len(rows), len(SCORES)))
     for k in range(FOLDS):
         clf = fit_classifier([r for r in rows if fold_of(r.group) != k], negatives, features)
         for i, r in enumerate(rows):
@@ -95,19 +95,20 @@ def rule_matrix(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flagged(p: np.ndarray, red_rules: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """Whether each row gets a red-flag message (any class's rule or probability over its threshold)."""
-    cols = [CLASSES.index(c) for c in RED_FLAGS]
-    return (red_rules | (p[:, cols] >= np.array([thresholds[c] for c in RED_FLAGS]))).any(axis=1)
+    """Whether each row gets a red-flag message (any class's rule or score over its threshold)."""
+    cols = [SCORES.index(c) for c in RED_FLAGS]
+    by_class = (red_rules | (p[:, cols] >= np.array([thresholds[c] for c in RED_FLAGS]))).any(axis=1)
+    return by_class | (p[:, SCORES.index("red_flag")] >= thresholds["red_flag"])
 
 
 def choose_red_thresholds(p, red_rules, labels, p_medquad, rules_medquad) -> dict[str, float]:
     """Greedy: lower the red-flag threshold that catches the most per false alarm, within the budgets."""
-    thresholds = {c: 1.0 for c in RED_FLAGS}
+    thresholds = {c: 1.0 for c in (*RED_FLAGS, "red_flag")}
     ordinary, red = labels == "ordinary", np.isin(labels, RED_FLAGS)
     limit = {"ordinary": MAX_FALSE_ALARMS["ordinary"] * ordinary.sum(), "medquad": MAX_FALSE_ALARMS["medquad"] * len(p_medquad)}
     while True:
         best = None
-        for c in RED_FLAGS:
+        for c in thresholds:
             for t in GRID[GRID < thresholds[c]][::-1]:
                 trial = {**thresholds, c: float(t)}
                 caught = flagged(p, red_rules, trial)

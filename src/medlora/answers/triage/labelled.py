@@ -3,8 +3,8 @@
 Each row is one phrasing written for the triage: ``group`` (the situation it belongs to: every
 variant of one situation, and the ordinary question *about* it, share a group), ``label`` (one of
 :data:`CLASSES`), ``kind`` (for ``risky`` rows: which dangerous instruction the question invites),
-``variants`` (how it is written: ``lower;no_apostrophe;typo``...), ``batch`` (1: written before any
-rule; 2: written after the rules were revised on batch 1's held-out errors) and ``text``.
+``variants`` (how it is written: ``lower;no_apostrophe;typo``...), ``batch`` (when it was written:
+see the README beside this module) and ``text``.
 
 The split is by group, never by row, so that "I can't breathe" and "i cant breathe" are never on
 both sides: a group is held out when the first byte of ``sha256("medlora-triage/" + group)`` is
@@ -22,6 +22,7 @@ from pathlib import Path
 
 RED_FLAGS = ("overdose", "self_harm", "child", "emergency")  # urgent: a fixed message, never an answer
 CLASSES = (*RED_FLAGS, "risky", "ordinary")
+SCORES = (*CLASSES, "red_flag")  # the semantic scores: one per class, and any red flag at all
 RISKY_KINDS = ("dose_above_label", "double_dose", "stop_medicine", "alcohol_mix", "drug_mix")
 TUNING_CSV = Path(__file__).with_name("tuning.csv")
 FIELDS = ("group", "label", "kind", "variants", "batch", "text")

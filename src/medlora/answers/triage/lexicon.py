@@ -28,7 +28,7 @@ MEDS = alt(r"pills?", r"tablets?", r"capsules?", "medicine", r"medications?", r"
            "percocet", "vicodin", "tramadol", "codeine", "morphine", "methadone", "insulin", r"antidepressants?",
            r"painkillers?", r"opioids?", "lithium", "digoxin", "gummies", "vitamins", "heroin", "fentanyl",
            "cough syrup", "edibles", "molly", "ecstasy", "cocaine")
-POISONS = alt("bleach", "poison", "antifreeze", "detergent", r"pods?", r"batter(?:y|ies)", r"magnets?", r"cleaners?",
+POISONS = alt("bleach", "poison", "weedkiller", "chlorine", "ammonia", "dish soap", "liquid laundry", "antifreeze", "detergent", r"pods?", r"batter(?:y|ies)", r"magnets?", r"cleaners?",
               r"cleaning \w+", "weed killer", "pesticide", "lamp oil", "paint thinner", "petrol", "gasoline",
               "vape liquid", "e liquid", "nicotine", r"mushrooms?", "rat poison", r"dishwasher \w+", "fentanyl patch",
               "lighter fluid", "hand sanitizer", "sanitizer", "nail polish remover", "silica gel", r"berr(?:y|ies)",
@@ -41,15 +41,18 @@ TOO_MUCH = alt("too many", "too much", "to many", "way too", r"whole (?:bottle|p
                "a bottle of", r"all (?:of )?(?:my|his|her|the|their)", "a bunch of", "bunch of", "handful of",
                "a lot of", "half a bottle", r"\d{2,}", "[4-9]", "fifteen", "twenty", "thirty", "forty", "fifty",
                "a pack of", "most of a", "double", "twice", "ten times", "extra")
-UNRESPONSIVE = alt("unresponsive", "unresponsiv", "not responding", "not responsive", "not respond", "will not wake",
+UNRESPONSIVE = alt(r"(?:has )?no pulse", r"heart (?:has )?stopped", r"doing cpr", r"(?:dropped|fell) to the (?:floor|ground)",
+                   r"went down and", "keeled over", "out cold", r"(?:will not|cannot|wont|not) open (?:his|her|their|my) eyes",
+                   r"slumped (?:over|to one side)", r"one seizure after another", "unresponsive", "unresponsiv", "not responding", "not responsive", "not respond", "will not wake",
                    "cannot wake", "not waking", "not wake", "hard to wake", "hardly waking", "barely awake",
                    "barely conscious", "will not come round", "not coming round", "unconscious", "passed out",
                    "collapsed", "not moving", "not move", "limp", "floppy", "flopy", "lethargic", "nodding off",
                    "not crying", "cannot stand")
-BREATHING = alt(r"(?:keeps|keep|is) stopping breathing", r"stuck in (?:his|her|my|their) throat", r"gagging "
+BREATHING = alt(r"(?:only|barely) (?:say|speak|talk) (?:one|a few) words?", r"inhaler (?:\w+ ){0,3}(?:empty|not working|not "
+                r"helping|is not helping|does nothing)", r"chest is locking", r"(?:lips|face) (?:\w+ ){0,3}(?:purple|blue)", r"(?:keeps|keep|is) stopping breathing", r"stuck in (?:his|her|my|their) throat", r"gagging "
                 r"(?:\w+ ){0,6}(?:cannot|not) (?:make|making) (?:any )?(?:sound|noise)", "cannot cough", rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|out of|in through) (?:it|(?:my|the|his|"
                 r"her) nose))", "not breath good", "stopped breathing", "barely breathing", r"struggling to breathe",
-                r"struggling to breath", "hard time breathing", "trouble breathing", "gasping", rf"{NOT} get "
+                r"struggling to breath", "hard time breathing", "trouble breathing", r"(?:hardly|barely) (?:breathe|breath)", "gasping", rf"{NOT} get "
                 r"(?:enough )?air", r"cannot catch (?:my|his|her|their) breath", r"breathing (?:is |got )?(?:really |very |"
                 r"so )?(?:fast|strange|strangely|weird|funny|noisy|slow|slowly)", "cannot finish a sentence",
                 "cannot talk in full sentences", r"wheezing so", r"(?:so|very|really|extremely|severely) short of breath",
@@ -59,14 +62,17 @@ BREATHING = alt(r"(?:keeps|keep|is) stopping breathing", r"stuck in (?:his|her|m
 COLOUR = alt("turning blue", r"(?:lips|face|skin) (?:\w+ ){0,2}(?:blue|grey|gray|purple)", "is blue", "blue color",
              "going blue", "mottled", "bluish", "blueish",
              r"(?:is|looks|very|going) (?:grey|gray|pale and)\b(?! platelet)")
-SEIZURE = alt(r"having a (?:seizure|siezure|fit)", r"(?:is|keeps|started|been) fitting", "convulsing", "seizing", "shaking all over", "eyes rolled back",
+SEIZURE = alt(r"went stiff (?:\w+ ){0,4}eyes", r"(?:fitting|seizing) (?:\w+ ){0,2}(?:and|with) (?:blue|not breathing)", r"having a (?:seizure|siezure|fit)", r"(?:is|keeps|started|been) fitting", "convulsing", "seizing", "shaking all over", "eyes rolled back",
               "twitching and jerking", "jerking", "foaming at the mouth", r"little seizures", "had a seizure")
 BLEEDING = alt(r"(?:severe|heavy|heavily|massive|uncontrolled|lots of) bleeding", "blood everywhere",
                r"cut (?:\w+ ){0,3}(?:badly|deep|deeply|to the bone)", r"bleeding (?:\w+ ){0,3}(?:will not stop|heavily|a lot|badly|everywhere|nonstop|non stop)",
                r"blood (?:is )?(?:spurting|pouring|gushing)", "so much blood", r"soaking (?:\w+ ){0,2}(?:pads|through)",
-               r"(?:vomiting|throwing up|coughing up|threw up|coughing) (?:\w+ ){0,3}blood", "coffee grounds",
+               r"(?:vomiting|vomited|throwing up|coughing up|coughed up|threw up|coughing) (?:\w+ ){0,3}blood", "coffee grounds",
                r"blood (?:\w+ ){0,8}(?:not stop|will not stop)", "keeps bleeding", "bleeding a lot", "is bleeding")
-NEURO = alt(r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and droopy)",
+NEURO = alt(r"words (?:\w+ ){0,2}(?:jumbled|muddled|wrong|strange|slurred)", r"(?:speak|speaks|speaking|talk|talks|talking) "
+            r"(?:strange|strangely|funny|wrong|nonsense)", r"cannot (?:lift|raise) (?:his|her|my|their|one) (?:\w+ )?arm",
+            r"(?:mouth|face) (?:\w+ ){0,2}(?:go|goes|went|gone) to one side", r"(?:keeps|keep) asking the same (?:question|thing)",
+            r"sudden (?:loss of balance|blindness|vision loss|confusion)", r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and droopy)",
             r"(?:face|mouth|smile) (?:\w+ ){0,3}(?:dropped|drooped|fallen|droops)", r"(?:dropped|drooping|droopy) on one side", r"slurr(?:ed|ing)",
             rf"{NOT} (?:move|lift|feel) (?:my|his|her|their|the) (?:\w+ )?(?:arm|legs?|side)",
             r"(?:one|left|right) side (?:\w+ ){0,4}(?:numb|weak|down|not moving|floppy)", r"half (?:\w+ ){0,2}face",
@@ -75,16 +81,18 @@ NEURO = alt(r"(?:face|mouth) (?:\w+ ){0,2}(?:drooping|droopy|crooked|weird and d
             "not making sense", rf"{NOT} recogni[sz]e", r"lost (?:the )?vision", "vision just went", "went black",
             "cannot answer us", "cannot talk good", "cannot speak properly", r"one arm is (?:weak|heavy)",
             "arm is heavy", "stopped mid sentence", r"cannot control (?:my |his |her )?bladder")
-CARDIAC = alt(r"(?:crushing|severe|sudden|bad|terrible|strong|very|sharp|tearing|ripping) (?:\w+ ){0,3}(?:chest|"
+CARDIAC = alt(r"(?:heavy|crushing|tight|squeezing) (?:pressure|pain|feeling) (?:\w+ ){0,5}chest", r"chest (?:and|&) (?:jaw|arm|"
+              r"back) (?:\w+ )?(?:hurt|hurts|pain)", r"(?:tearing|ripping) (?:\w+ ){0,3}(?:pain|feeling)", r"(?:crushing|severe|sudden|bad|terrible|strong|very|sharp|tearing|ripping) (?:\w+ ){0,3}(?:chest|"
               r"shoulder blades)", r"pressure in (?:my|his|her) chest", r"chest (?:\w+ ){0,5}(?:crushing|hurts so|tight rn|pressure and|pain and|"
               r"elephant|is tight like|sweat)", r"clutching (?:his|her|my|their) chest", r"heart attack i think",
               r"pain (?:\w+ ){0,2}(?:from|to) (?:the )?(?:chest|jaw)", r"jaw (?:\w+ ){0,3}arm", r"arm (?:\w+ ){0,3}jaw",
               r"heart (?:is )?(?:racing|pounding) (?:\w+ ){0,3}(?:\d{3}|super fast|chest|dizzy|pass out|faint)",
               r"chest pain (?:\w+ ){0,4}(?:sweating|sweaty|dizzy|faint|arm|jaw|help|short of breath|when i breathe)")
-ALLERGY = alt(r"throat (?:\w+ ){0,2}(?:closing|tight|swelling)", r"(?:tongue|lips?|face) (?:\w+ ){0,2}(?:swelling|"
+ALLERGY = alt(r"(?:face|lips|eyes|tongue) (?:\w+ ){0,3}(?:puffing up|puffed up|blowing up)", r"throat (?:\w+ ){0,2}(?:closing|tight|swelling)", r"(?:tongue|lips?|face) (?:\w+ ){0,2}(?:swelling|"
               "swollen|huge)", r"hives (?:\w+ ){0,6}(?:wheez|breath|throat|swallow|dizzy|hoarse)", "epipen not",
               r"hard to swallow", "voice is getting hoarse", "voice has gone hoarse")
-TRAUMA = alt(r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"hit by a (?:car|truck|bus)",
+TRAUMA = alt(r"face down in (?:the )?(?:water|pool|bath|pond|paddling pool)", r"went under (?:at|in) the", r"(?:fall|fell) in "
+             r"the pool", r"burns (?:me|him|her) with", r"comes to school with (?:burns|bruises)", r"cigarette burns", r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"hit by a (?:car|truck|bus)",
              r"fell (?:\w+ ){0,3}(?:roof|ladder|balcony|window|height|high|top|stairs|bunk|trampoline|swing|slide|"
              r"climbing|bed|table|cliff)", r"fell (?:\w+ ){0,2}(?:through the ice|in the (?:pool|bath|lake|river)|"
              r"into the (?:pool|pond|lake|river))", "pulled (?:\w+ ){0,3}out of the (?:pool|lake|water|river|pond)",
@@ -93,7 +101,15 @@ TRAUMA = alt(r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"
              "skin is coming off", "boiling", r"car (?:crash|accident)", "bent the wrong way", "fluid coming from",
              "lying on the road", r"(?:is|are|am|almost|nearly|just) drown(?:ing|ed)", r"locked in (?:a|the) car", "in the car in the heat",
              "house fire", "fire and")
-OTHER_URGENT = alt(r"hit (?:my|his|her|their) head (?:\w+ ){0,10}(?:confused|sleepy|drowsy|vomiting|throwing up|"
+OTHER_URGENT = alt(r"(?:terrible|severe|sudden|unbearable|excruciating|worst) (?:\w+ ){0,3}pain (?:\w+ ){0,6}(?:testicle|"
+                   r"testicles|groin|balls)", r"(?:testicle|testicles|groin) (?:\w+ ){0,8}(?:vomiting|throwing up|sick)",
+                   r"(?:sudden )?(?:agony|excruciating pain)", r"pain (?:is )?(?:10|ten) out of (?:10|ten)", r"pregnant (?:\w+ ){0,10}"
+                   r"(?:sharp|stabbing|severe|terrible) pain", r"(?:pregnant|pregnancy) (?:\w+ ){0,12}(?:faint|lightheaded|light "
+                   r"headed|shoulder)", r"(?:fruity|sweet) (?:smelling )?breath", r"sugar (?:\w+ ){0,3}(?:is )?(?:hi|high|lo)\b "
+                   r"(?:\w+ ){0,3}(?:meter|monitor)", r"sugar (?:is )?(?:[4-9]\d\d|[1-2]\d)\b", r"(?:bone|bones) (?:\w+ ){0,3}"
+                   r"(?:sticking out|through the skin)", r"bleeding (?:\w+ ){0,3}after giving birth", r"(?:pumping|spurting) out",
+                   r"(?:vomited|vomiting|throwing up|threw up) (?:\w+ ){0,3}(?:blood|nonstop|non stop) (?:\w+ ){0,8}(?:faint|dizzy|"
+                   r"drowsy|pale|confused)", r"(?:pooing|pooping|passing) blood (?:\w+ ){0,6}(?:dizzy|faint|pale)", r"hit (?:my|his|her|their) head (?:\w+ ){0,10}(?:confused|sleepy|drowsy|vomiting|throwing up|"
                    r"blood thinners?|not making sense|unconscious|cannot remember)", r"(?:confused|sleepy|drowsy) (?:\w+ ){0,6}"
                    r"(?:hit (?:my|his|her|their) head|head injury)", r"(?:black|tarry) (?:\w+ ){0,8}(?:pass out|faint|fainted|"
                    r"dizzy)", r"(?:pooping|pooing) black", r"(?:sun|heat) (?:\w+ ){0,8}(?:confused|not making sense|stopped sweating)",

@@ -29,13 +29,14 @@ SELF = r"(?:i|me|my|myself|im|i am)"
 INTENT = alt("want", "wants", "wanted", "wanting", "wanna", "going", "plan", "plans", "planning", "keeps saying", "said",
              "says", "told me", "talks about", "talking about", "threatening", "threatened", "thinking", "think", "thought",
              "decided", "ready", "tempted", "urge", "wish", "scared", "afraid", "feel like", "could")
-DEATH = alt(r"just be done", r"die", r"dying", r"be dead", r"end (?:it|it all|my life|my lfe|things|my own life)",
+DEATH = alt(r"just be done", r"die", r"feel like dying", r"want to be dying", r"be dead", r"end (?:it|it all|my life|my lfe|things|my own life)",
             r"(?:kill|killing) (?:himself|herself|themselves)", r"(?:take|taking|end|ending) (?:his|her|their) (?:own )?life", r"ending (?:it|it all|"
             r"my life|things)", r"suicide", r"sucide", r"kill myself", r"killing myself", r"take my (?:own )?life",
             r"taking my (?:own )?life", r"not wake up", r"never wake up", r"hurt myself", r"hurting myself",
             r"disappear forever", r"not exist", r"not be alive", r"out of life", r"make myself die",
             r"do something to myself", r"it all to end", r"hurt my body", r"go and not come back", r"end it myself",
-            r"jump (?:off|from|in front of) (?:a |the )?(?:bridge|building|roof|cliff|train|balcony|tower)")
+            r"jump (?:off|from|in front of) (?:a |the )?(?:bridge|building|roof|cliff|train|balcony|tower)",
+            r"(?:drive|driving|crash|crashing) (?:my|the) car into", r"leave the engine running")
 
 RULES: dict[str, list[str]] = {
     "self_harm": [
@@ -54,16 +55,20 @@ RULES: dict[str, list[str]] = {
         r"again|hide (?:my|the|her|his) cuts|"
         r"(?:goodbye|suicide) (?:letter|note)|saying goodbye to everyone|giving away (?:his|her|my) (?:things|stuff)|"
         r"gave away my stuff|(?:pills|tablets) counted out|saving up my pills|bought a rope|going to do it|"
-        r"join (?:her|him)|want it all to end|do not want to exsist)\b",
+        r"join (?:her|him)|want it all to end|do not want to exsist|nothing (?:left )?to live for|disappear(?:ed)? for "
+        r"good|stop permanently|just end it|attempted suicide (?:\w+ ){0,10}(?:again|same way))\b",
         r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|how long) (?:\w+ ){0,8}"
         r"(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|not wake up|bleed out|"
         r"be fatal|would be fatal|fatal for (?:me|someone my))\b",
-        r"\b(?:painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|commit suicide|kill (?:myself|yourself)|end "
-        r"(?:it|my life|my lfe|your (?:own )?life))\b|\bbleed out\b|\bdoes it hurt to die\b|\b(?:lethal|fatal|deadly) "
+        r"\b(?:least painful|painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|commit suicide|kill "
+        r"(?:myself|yourself)|end "
+        r"(?:it|my life|my lfe|your (?:own )?life))\b|\bbleed out\b|\bdoes it hurt to die\b|\b(?:hanging|pills|jumping) or (?:hanging|pills|jumping|a gun)\b|"
+        r"\b(?:burned|burnt|cut|hurt) myself (?:\w+ ){0,4}again\b|\brelapsed on self harm\b|\bnote saying goodbye\b|\b(?:lethal|fatal|deadly) "
         r"(?:\w+ ){0,4}(?:i want|for me|make sure it works)\b|\bdie from (?:\w+ ){0,8}(?:for me|i want)\b",
     ],
     "overdose": [
         r"\b(?:overdosed|overdosing|has overdosed|is overdosing)\b",
+        r"\bstung by (?:a |an )?(?:\w+ )?(?:fish|stonefish|jellyfish|scorpion|box jellyfish)\b",
         rf"\b(?:took|taken|swallowed|drank|drunk|ate|eaten|chewed|injected|gave (?:myself|him|her|my \w+)) "
         rf"(?:\w+ ){{0,3}}{TOO_MUCH} (?:\w+ ){{0,5}}{MEDS}\b",
         rf"\b(?:took|taken|swallowed|drank|ate|injected|gave) (?:\w+ ){{0,3}}{MEDS} (?:\w+ ){{0,3}}(?:twice|at once|by "
@@ -91,7 +96,8 @@ RULES: dict[str, list[str]] = {
         r"beats me|touches me|touches her|touches him|touched me|comes into my room|hurts (?:him|her|me)|does things to"
         r" me)\b|\b(?:beats|hits) me and my\b",
         rf"\b(?:going to|might|could) (?:hurt|shake) (?:my|the) {CHILD}\b|\b{CHILD} (?:\w+ ){{0,4}}(?:is missing|"
-        rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\btrying to get my (?:daughter|son)\b",
+        rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\b(?:leaves|left|leaving) (?:\w+ ){{0,3}}"
+        rf"(?:kids|children|baby|toddler) alone (?:\w+ ){{0,4}}(?:for days|all day|overnight)\b|\btrying to get my (?:daughter|son)\b",
     ],
     "emergency": [
         rf"\b{ACUTE}",

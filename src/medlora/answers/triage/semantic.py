@@ -7,7 +7,8 @@ words count. A softmax regression (numpy; class-balanced, L2) trained on the tun
 labelled set plus MedQuAD training questions as ordinary ones maps them to a probability per class.
 
 A message is scored as a whole and, when it is long, piece by piece (:func:`.text.pieces`); each
-class takes its highest probability. A piece that is hypothetical, general or about the distant
+class takes its highest probability, and ``red_flag`` the highest total probability of the four
+red-flag classes (a message the classifier finds urgent but cannot place in one class). A piece that is hypothetical, general or about the distant
 past (:func:`.rules.guards`) gets no red-flag probability: "why do babies stop breathing" is
 a question about a situation, not one.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from medlora.answers.triage import rules
-from medlora.answers.triage.labelled import CLASSES, RED_FLAGS, TUNING_CSV
+from medlora.answers.triage.labelled import CLASSES, RED_FLAGS, SCORES, TUNING_CSV
 from medlora.answers.triage.text import normalise, pieces
 
 CLASSIFIER_NPZ = Path(__file__).with_name("classifier.npz")
@@ -59,7 +60,7 @@ def tuning_digest() -> str:
 class Classifier:
     weights: np.ndarray  # (d, len(CLASSES))
     bias: np.ndarray  # (len(CLASSES),)
-    thresholds: dict[str, float]  # one per red-flag class and "risky"
+    thresholds: dict[str, float]  # one per red-flag class, "red_flag" (any of them) and "risky"
     risky_exemplars: np.ndarray  # (m, d) features of the tuning half's risky rows
     risky_kinds: tuple[str, ...]
     tuning_sha256: str
@@ -120,15 +121,17 @@ def _guarded(unit: str, whole: bool) -> bool:
 
 
 def scores(classifier: Classifier, features: Features, text: str) -> np.ndarray:
-    """Probability per class (in :data:`CLASSES` order) for ``text``: the highest over its units,
-    with no red-flag probability from a guarded unit."""
+    """The scores of ``text`` in :data:`SCORES` order: per class the highest probability over its
+    units, then the highest total red-flag probability; no red-flag probability from a guarded unit."""
     normalised = [normalise(u) for u in units(text)]
     p = classifier.probabilities(features(normalised))
     red = [CLASSES.index(c) for c in RED_FLAGS]
     for i, unit in enumerate(normalised):
         if _guarded(unit, whole=i == 0):
             p[i, red] = 0.0
-    return p.max(axis=0)
+    out = np.append(p.max(axis=0), p[:, red].sum(axis=1).max())
+    assert len(out) == len(SCORES)
+    return out
 
 
 def risky_kind(classifier: Classifier, features: Features, text: str) -> str:
