@@ -48,7 +48,7 @@ UNRESPONSIVE = alt(r"(?:has )?no pulse", r"heart (?:has )?stopped", r"doing cpr"
                    "barely conscious", "will not come round", "not coming round", "unconscious", "passed out",
                    "collapsed", "not moving", "not move", "limp", "floppy", "flopy", "lethargic", "nodding off",
                    "not crying", "cannot stand")
-BREATHING = alt(r"(?:only|barely) (?:say|speak|talk) (?:one|a few) words?", r"inhaler (?:\w+ ){0,3}(?:empty|not working|not "
+BREATHING = alt(r"struggling for (?:every |each )?breath", r"(?:only|barely) (?:say|speak|talk) (?:one|a few) words?", r"inhaler (?:\w+ ){0,3}(?:empty|not working|not "
                 r"helping|is not helping|does nothing)", r"chest is locking", r"(?:lips|face) (?:\w+ ){0,3}(?:purple|blue)", r"(?:keeps|keep|is) stopping breathing", r"stuck in (?:his|her|my|their) throat", r"gagging "
                 r"(?:\w+ ){0,6}(?:cannot|not) (?:make|making) (?:any )?(?:sound|noise)", "cannot cough", rf"{NOT} (?:breathe|breath|breathing|breating)\b(?! (?:through|out of|in through) (?:it|(?:my|the|his|"
                 r"her) nose))", "not breath good", "stopped breathing", "barely breathing", r"struggling to breathe",
@@ -59,7 +59,8 @@ BREATHING = alt(r"(?:only|barely) (?:say|speak|talk) (?:one|a few) words?", r"in
                 r"short of breath (?:and|at rest|lying down|cannot)", "grunting with every breath", r"(?:chest|ribs) "
                 r"(?:is |are )?sucking in", "pulling in under", "nostrils flaring", "more breathless",
                 r"hurts to breathe")
-COLOUR = alt("turning blue", r"(?:lips|face|skin) (?:\w+ ){0,2}(?:blue|grey|gray|purple)", "is blue", "blue color",
+COLOUR = alt("turning blue", r"(?:lips|face|skin) (?:\w+ ){0,2}dusky", r"cold (?:\w+ ){0,2}pale (?:\w+ ){0,3}(?:barely|not) "
+             r"moving", r"(?:lips|face|skin) (?:\w+ ){0,2}(?:blue|grey|gray|purple)", "is blue", "blue color",
              "going blue", "mottled", "bluish", "blueish",
              r"(?:is|looks|very|going) (?:grey|gray|pale and)\b(?! platelet)")
 SEIZURE = alt(r"went stiff (?:\w+ ){0,4}eyes", r"(?:fitting|seizing) (?:\w+ ){0,2}(?:and|with) (?:blue|not breathing)", r"having a (?:seizure|siezure|fit)", r"(?:is|keeps|started|been) fitting", "convulsing", "seizing", "shaking all over", "eyes rolled back",
@@ -81,7 +82,8 @@ NEURO = alt(r"words (?:\w+ ){0,2}(?:jumbled|muddled|wrong|strange|slurred)", r"(
             "not making sense", rf"{NOT} recogni[sz]e", r"lost (?:the )?vision", "vision just went", "went black",
             "cannot answer us", "cannot talk good", "cannot speak properly", r"one arm is (?:weak|heavy)",
             "arm is heavy", "stopped mid sentence", r"cannot control (?:my |his |her )?bladder")
-CARDIAC = alt(r"(?:heavy|crushing|tight|squeezing) (?:pressure|pain|feeling) (?:\w+ ){0,5}chest", r"chest (?:and|&) (?:jaw|arm|"
+CARDIAC = alt(r"chest (?:\w+ ){0,3}(?:radiating|spreading|going) (?:\w+ ){0,3}(?:back|jaw|arm|neck)", r"pain in chest "
+              r"(?:\w+ ){0,3}(?:strong|bad|severe)", r"chest (?:\w+ ){0,4}(?:feel like i am dying|feel like dying)", r"(?:heavy|crushing|tight|squeezing) (?:pressure|pain|feeling) (?:\w+ ){0,5}chest", r"chest (?:and|&) (?:jaw|arm|"
               r"back) (?:\w+ )?(?:hurt|hurts|pain)", r"(?:tearing|ripping) (?:\w+ ){0,3}(?:pain|feeling)", r"(?:crushing|severe|sudden|bad|terrible|strong|very|sharp|tearing|ripping) (?:\w+ ){0,3}(?:chest|"
               r"shoulder blades)", r"pressure in (?:my|his|her) chest", r"chest (?:\w+ ){0,5}(?:crushing|hurts so|tight rn|pressure and|pain and|"
               r"elephant|is tight like|sweat)", r"clutching (?:his|her|my|their) chest", r"heart attack i think",
@@ -91,7 +93,7 @@ CARDIAC = alt(r"(?:heavy|crushing|tight|squeezing) (?:pressure|pain|feeling) (?:
 ALLERGY = alt(r"(?:face|lips|eyes|tongue) (?:\w+ ){0,3}(?:puffing up|puffed up|blowing up)", r"throat (?:\w+ ){0,2}(?:closing|tight|swelling)", r"(?:tongue|lips?|face) (?:\w+ ){0,2}(?:swelling|"
               "swollen|huge)", r"hives (?:\w+ ){0,6}(?:wheez|breath|throat|swallow|dizzy|hoarse)", "epipen not",
               r"hard to swallow", "voice is getting hoarse", "voice has gone hoarse")
-TRAUMA = alt(r"face down in (?:the )?(?:water|pool|bath|pond|paddling pool)", r"went under (?:at|in) the", r"(?:fall|fell) in "
+TRAUMA = alt(r"fell (?:\w+ ){0,3}(?:first|second|third|top) floor window", r"face down in (?:the )?(?:water|pool|bath|pond|paddling pool)", r"went under (?:at|in) the", r"(?:fall|fell) in "
              r"the pool", r"burns (?:me|him|her) with", r"comes to school with (?:burns|bruises)", r"cigarette burns", r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"hit by a (?:car|truck|bus)",
              r"fell (?:\w+ ){0,3}(?:roof|ladder|balcony|window|height|high|top|stairs|bunk|trampoline|swing|slide|"
              r"climbing|bed|table|cliff)", r"fell (?:\w+ ){0,2}(?:through the ice|in the (?:pool|bath|lake|river)|"
@@ -101,7 +103,8 @@ TRAUMA = alt(r"face down in (?:the )?(?:water|pool|bath|pond|paddling pool)", r"
              "skin is coming off", "boiling", r"car (?:crash|accident)", "bent the wrong way", "fluid coming from",
              "lying on the road", r"(?:is|are|am|almost|nearly|just) drown(?:ing|ed)", r"locked in (?:a|the) car", "in the car in the heat",
              "house fire", "fire and")
-OTHER_URGENT = alt(r"(?:terrible|severe|sudden|unbearable|excruciating|worst) (?:\w+ ){0,3}pain (?:\w+ ){0,6}(?:testicle|"
+OTHER_URGENT = alt(r"(?:purple|red|dark) (?:\w+ ){0,2}(?:blotches|spots|rash) (?:\w+ ){0,3}(?:not|do not|does not|dont) "
+                   r"fade", r"(?:terrible|severe|sudden|unbearable|excruciating|worst) (?:\w+ ){0,3}pain (?:\w+ ){0,6}(?:testicle|"
                    r"testicles|groin|balls)", r"(?:testicle|testicles|groin) (?:\w+ ){0,8}(?:vomiting|throwing up|sick)",
                    r"(?:sudden )?(?:agony|excruciating pain)", r"pain (?:is )?(?:10|ten) out of (?:10|ten)", r"pregnant (?:\w+ ){0,10}"
                    r"(?:sharp|stabbing|severe|terrible) pain", r"(?:pregnant|pregnancy) (?:\w+ ){0,12}(?:faint|lightheaded|light "

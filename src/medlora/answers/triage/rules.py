@@ -55,7 +55,8 @@ RULES: dict[str, list[str]] = {
         r"again|hide (?:my|the|her|his) cuts|"
         r"(?:goodbye|suicide) (?:letter|note)|saying goodbye to everyone|giving away (?:his|her|my) (?:things|stuff)|"
         r"gave away my stuff|(?:pills|tablets) counted out|saving up my pills|bought a rope|going to do it|"
-        r"join (?:her|him)|want it all to end|do not want to exsist|nothing (?:left )?to live for|disappear(?:ed)? for "
+        r"join (?:her|him)|done with (?:life|living)|highest bridge|hit an artery|(?:scratch|scratching|cut|cutting) "
+        r"(?:\w+ ){0,3}with a (?:razor|blade)|(?:hitting|punching|hurting) myself|want it all to end|do not want to exsist|nothing (?:left )?to live for|disappear(?:ed)? for "
         r"good|stop permanently|just end it|attempted suicide (?:\w+ ){0,10}(?:again|same way))\b",
         r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|how long) (?:\w+ ){0,8}"
         r"(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|not wake up|bleed out|"
@@ -68,6 +69,9 @@ RULES: dict[str, list[str]] = {
     ],
     "overdose": [
         r"\b(?:overdosed|overdosing|has overdosed|is overdosing)\b",
+        r"\badult (?:strength|dose) (?:\w+ ){0,4}by mistake\b|\b(?:every day|daily) (?:\w+ ){0,3}instead of "
+        r"(?:once a week|weekly)\b|\b(?:took|take|takes) (?:molly|mdma|ecstasy|ketamine|cocaine|meth)\b (?:\w+ ){0,6}"
+        r"(?:shaking|hot|overheating|seizure|fitting|confused|not waking|will not wake)|\bdrink (?:the )?bleach\b|"
         r"\bstung by (?:a |an )?(?:\w+ )?(?:fish|stonefish|jellyfish|scorpion|box jellyfish)\b",
         rf"\b(?:took|taken|swallowed|drank|drunk|ate|eaten|chewed|injected|gave (?:myself|him|her|my \w+)) "
         rf"(?:\w+ ){{0,3}}{TOO_MUCH} (?:\w+ ){{0,5}}{MEDS}\b",
@@ -97,7 +101,8 @@ RULES: dict[str, list[str]] = {
         r" me)\b|\b(?:beats|hits) me and my\b",
         rf"\b(?:going to|might|could) (?:hurt|shake) (?:my|the) {CHILD}\b|\b{CHILD} (?:\w+ ){{0,4}}(?:is missing|"
         rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\b(?:leaves|left|leaving) (?:\w+ ){{0,3}}"
-        rf"(?:kids|children|baby|toddler) alone (?:\w+ ){{0,4}}(?:for days|all day|overnight)\b|\btrying to get my (?:daughter|son)\b",
+        rf"(?:kids|children|baby|toddler) alone (?:\w+ ){{0,4}}(?:for days|all day|overnight)\b|\blocks me (?:\w+ ){{0,4}}"
+        rf"(?:without food|for days)\b|\b(?:man|adult|stranger|someone) from the internet (?:\w+ ){{0,3}}(?:meet|see)\b|\btrying to get my (?:daughter|son)\b",
     ],
     "emergency": [
         rf"\b{ACUTE}",

@@ -10,7 +10,8 @@ A message is scored as a whole and, when it is long, piece by piece (:func:`.tex
 class takes its highest probability, and ``red_flag`` the highest total probability of the four
 red-flag classes (a message the classifier finds urgent but cannot place in one class). A piece that is hypothetical, general or about the distant
 past (:func:`.rules.guards`) gets no red-flag probability: "why do babies stop breathing" is
-a question about a situation, not one.
+a question about a situation, not one; nor does any unit of a message that reassures ("she is
+fine and playing").
 
 The fitted weights, thresholds and risky exemplars are in ``classifier.npz`` beside this module,
 written by :mod:`.fit` (``python -m medlora.answers.triage.fit``).
@@ -126,8 +127,9 @@ def scores(classifier: Classifier, features: Features, text: str) -> np.ndarray:
     normalised = [normalise(u) for u in units(text)]
     p = classifier.probabilities(features(normalised))
     red = [CLASSES.index(c) for c in RED_FLAGS]
+    reassured = "reassured" in rules.guards(normalised[0])  # "..., she is laughing and playing": the whole message
     for i, unit in enumerate(normalised):
-        if _guarded(unit, whole=i == 0):
+        if reassured or _guarded(unit, whole=i == 0):
             p[i, red] = 0.0
     out = np.append(p.max(axis=0), p[:, red].sum(axis=1).max())
     assert len(out) == len(SCORES)
