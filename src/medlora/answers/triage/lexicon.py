@@ -33,9 +33,9 @@ POISONS = alt("bleach", "poison", "weedkiller", "chlorine", "ammonia", "dish soa
               "vape liquid", "e liquid", "nicotine", r"mushrooms?", "rat poison", r"dishwasher \w+", "fentanyl patch",
               "lighter fluid", "hand sanitizer", "sanitizer", "nail polish remover", "silica gel", r"berr(?:y|ies)",
               r"lea(?:f|ves)", "oleander", "foxglove", "window cleaner", "drain cleaner", "oven cleaner", "chemicals?",
-              "laundry \w+", "mouthwash", "perfume", "essential oil", "something laced")
+              r"laundry \w+", "mouthwash", "perfume", "essential oil", "something laced")
 INGESTED = alt("swallowed", "drank", "drunk", "ate", "eaten", "chewed", "licked", "bit into", "got into",
-               "inhaled", "sniffed", "sprayed", "splashed", "injected", "snorted", "smoked", "put (?:\w+ ){0,3}"
+               "inhaled", "sniffed", "sprayed", "splashed", "injected", "snorted", "smoked", r"put (?:\w+ ){0,3}"
                "in (?:his|her|their) mouth", r"found (?:\w+ ){0,3}and (?:ate|drank|swallowed)")
 TOO_MUCH = alt("too many", "too much", "to many", "way too", r"whole (?:bottle|pack|box|strip|packet|sheet)",
                "a bottle of", r"all (?:of )?(?:my|his|her|the|their)", "a bunch of", "bunch of", "handful of",
@@ -97,7 +97,7 @@ TRAUMA = alt(r"fell (?:\w+ ){0,3}(?:first|second|third|top) floor window", r"fac
              r"the pool", r"burns (?:me|him|her) with", r"comes to school with (?:burns|bruises)", r"cigarette burns", r"(?:been |got |was |is )?stabbed", r"(?:been|got|was|is) shot", r"hit by a (?:car|truck|bus)",
              r"fell (?:\w+ ){0,3}(?:roof|ladder|balcony|window|height|high|top|stairs|bunk|trampoline|swing|slide|"
              r"climbing|bed|table|cliff)", r"fell (?:\w+ ){0,2}(?:through the ice|in the (?:pool|bath|lake|river)|"
-             r"into the (?:pool|pond|lake|river))", "pulled (?:\w+ ){0,3}out of the (?:pool|lake|water|river|pond)",
+             r"into the (?:pool|pond|lake|river))", r"pulled (?:\w+ ){0,3}out of the (?:pool|lake|water|river|pond)",
              r"under (?:the )?water", "underwater", "electric shock", r"(?:burned|burnt|burns|scalded|scald) (?:\w+ ){0,6}"
              r"(?:skin|blister|blistering|peeling|white|raw|all over|whole|face|chest|coming off)", r"blistering",
              "skin is coming off", "boiling", r"car (?:crash|accident)", "bent the wrong way", "fluid coming from",
