@@ -27,12 +27,14 @@ INSTRUCTIONS: dict[str, list[str]] = {
         r"\bdouble (?:up|your dose|the dose|the next dose)\b", r"\bmake up for (?:it|the missed dose) by\b",
     ],
     "dose_above_label": [
-        rf"\b(?:it is|its|that is|should be) {_OK} to (?:take|exceed|go over|use) (?:more|double|extra|a few more|\d+)\b",
+        rf"\b(?:it is|its|that is|should be) {_OK} to (?:take|exceed|go over|use) "
+        r"(?:more|double|extra|a few more|\d+)\b",
         r"\b(?:you can|you may|feel free to) (?:take|exceed|go over|use) (?:more than|double|extra|as many|as much)\b",
         r"\b(?:exceed|exceeding|go over|going over) the (?:recommended|label|labelled|maximum|prescribed|daily)\b",
     ],
     "stop_medicine": [
-        rf"\b(?:you can|you may|it is {_OK} to|its {_OK} to|feel free to|go ahead and|just|simply) (?:stop|quit|come off)\b",
+        rf"\b(?:you can|you may|it is {_OK} to|its {_OK} to|feel free to|go ahead and|just|simply) "
+        r"(?:stop|quit|come off)\b",
         r"^(?:stop|quit) taking (?:it|them|your|the)\b", r"\bno need to (?:keep taking|continue|take)\b",
     ],
     "alcohol_mix": [

@@ -6,10 +6,10 @@
 3. Five-fold cross-validation by situation group (``sha256("medlora-triage-fold/" + group)``):
    each fold is scored by a classifier fitted on the other four, through the same
    :func:`.semantic.scores` and :func:`.rules.hits` the triage uses.
-4. Thresholds, one per class and one for ``red_flag`` (any red flag), are chosen on those out-of-fold scores of the semantic layer
-   *alone*: the rules were written on the tuning half, so they catch nearly all of it and would
-   leave the semantic layer nothing to learn a threshold from; on new phrasings they will miss
-   some, and the semantic layer is the net under them. Starting from 1 (off), the red-flag
+4. Thresholds, one per class and one for ``red_flag`` (any red flag), are chosen on those
+   out-of-fold scores of the semantic layer *alone*: the rules were written on the tuning half,
+   so they catch nearly all of it and would leave the semantic layer nothing to learn a
+   threshold from; on new phrasings they miss some, and the semantic layer is the net under them. Starting from 1 (off), the red-flag
    thresholds are lowered step by step, most recall gained per false alarm first, while the
    semantic layer's false alarms stay within :data:`MAX_FALSE_ALARMS` of the tuning half's
    ordinary rows and of the MedQuAD *validation*-split questions; then the risky threshold, while
@@ -105,7 +105,8 @@ def choose_red_thresholds(p, red_rules, labels, p_medquad, rules_medquad) -> dic
     """Greedy: lower the red-flag threshold that catches the most per false alarm, within the budgets."""
     thresholds = {c: 1.0 for c in (*RED_FLAGS, "red_flag")}
     ordinary, red = labels == "ordinary", np.isin(labels, RED_FLAGS)
-    limit = {"ordinary": MAX_FALSE_ALARMS["ordinary"] * ordinary.sum(), "medquad": MAX_FALSE_ALARMS["medquad"] * len(p_medquad)}
+    limit = {"ordinary": MAX_FALSE_ALARMS["ordinary"] * ordinary.sum(),
+             "medquad": MAX_FALSE_ALARMS["medquad"] * len(p_medquad)}
     while True:
         best = None
         for c in thresholds:

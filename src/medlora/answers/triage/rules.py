@@ -21,22 +21,26 @@ from medlora.answers.triage.lexicon import (ALLERGY, BLEEDING, BREATHING, CARDIA
                                             UNRESPONSIVE, alt)
 
 ACUTE = alt(BREATHING, UNRESPONSIVE, COLOUR, SEIZURE, BLEEDING, NEURO, CARDIAC, ALLERGY, TRAUMA, OTHER_URGENT,
-            r"(?:is|are|am|keeps|baby|toddler|son|daughter|sister|dad|mom|husband|wife|he|she|i) (?:\w+ )?choking"
-            r"(?! hazard)", r"(?:is|are|am) having (?:a |an )?(?:heart attack|hart attack|stroke|stoke|asthma "
-            r"attack|allergic reaction|anaphylactic)", r"think (?:\w+ ){0,3}(?:having|had) (?:a |an )?(?:heart attack|"
-            r"hart attack|stroke|stoke)", r"asthma attack (?:\w+ ){0,4}inhaler (?:\w+ ){0,2}(?:not|is not)")
-SELF = r"(?:i|me|my|myself|im|i am)"
-INTENT = alt("want", "wants", "wanted", "wanting", "wanna", "going", "plan", "plans", "planning", "keeps saying", "said",
-             "says", "told me", "talks about", "talking about", "threatening", "threatened", "thinking", "think", "thought",
-             "decided", "ready", "tempted", "urge", "wish", "scared", "afraid", "feel like", "could")
-DEATH = alt(r"just be done", r"die", r"feel like dying", r"want to be dying", r"be dead", r"end (?:it|it all|my life|my lfe|things|my own life)",
-            r"(?:kill|killing) (?:himself|herself|themselves)", r"(?:take|taking|end|ending) (?:his|her|their) (?:own )?life", r"ending (?:it|it all|"
-            r"my life|things)", r"suicide", r"sucide", r"kill myself", r"killing myself", r"take my (?:own )?life",
-            r"taking my (?:own )?life", r"not wake up", r"never wake up", r"hurt myself", r"hurting myself",
-            r"disappear forever", r"not exist", r"not be alive", r"out of life", r"make myself die",
-            r"do something to myself", r"it all to end", r"hurt my body", r"go and not come back", r"end it myself",
+            r"(?:is|are|am|keeps|baby|toddler|son|daughter|sister|dad|mom|husband|wife|he|she|"
+            r"i) (?:\w+ )?choking(?! hazard)",
+            r"(?:is|are|am) having (?:a |an )?(?:heart attack|hart attack|stroke|stoke|asthma attack|"
+            r"allergic reaction|anaphylactic)",
+            r"think (?:\w+ ){0,3}(?:having|had) (?:a |an )?(?:heart attack|hart attack|stroke|stoke)",
+            r"asthma attack (?:\w+ ){0,4}inhaler (?:\w+ ){0,2}(?:not|is not)")
+INTENT = alt("want", "wants", "wanted", "wanting", "wanna", "going", "plan", "plans", "planning", "keeps saying",
+             "said", "says", "told me", "talks about", "talking about", "threatening", "threatened", "thinking",
+             "think", "thought", "decided", "ready", "tempted", "urge", "wish", "scared", "afraid", "feel like",
+             "could")
+DEATH = alt("just be done", "die", "feel like dying", "want to be dying", "be dead",
+            r"end (?:it|it all|my life|my lfe|things|my own life)",
+            r"(?:kill|killing) (?:himself|herself|themselves)",
+            r"(?:take|taking|end|ending) (?:his|her|their) (?:own )?life", r"ending (?:it|it all|my life|things)",
+            "suicide", "sucide", "kill myself", "killing myself", r"take my (?:own )?life",
+            r"taking my (?:own )?life", "not wake up", "never wake up", "hurt myself", "hurting myself",
+            "disappear forever", "not exist", "not be alive", "out of life", "make myself die",
+            "do something to myself", "it all to end", "hurt my body", "go and not come back", "end it myself",
             r"jump (?:off|from|in front of) (?:a |the )?(?:bridge|building|roof|cliff|train|balcony|tower)",
-            r"(?:drive|driving|crash|crashing) (?:my|the) car into", r"leave the engine running")
+            r"(?:drive|driving|crash|crashing) (?:my|the) car into", "leave the engine running")
 
 RULES: dict[str, list[str]] = {
     "self_harm": [
@@ -45,27 +49,29 @@ RULES: dict[str, list[str]] = {
         r"cutting|slit|slitting|slashing) (?:my|his|her) (?:wrists?|arms?|legs?|thighs?|skin)\b",
         rf"\b{INTENT} (?:\w+ ){{0,3}}(?:to |of |about )?{DEATH}\b|\bwish i could (?:\w+ ){{0,4}}never wake up\b|"
         rf"\b{INTENT} (?:\w+ ){{0,3}}(?:to )?(?:take|taking|swallow) all (?:\w+ ){{0,3}}{MEDS}",
-        r"\b(?:i am|feel|feeling|been|is|was|am|im) (?:\w+ ){0,2}suicidal\b|\b(?:i have|having|my) thoughts? (?:of|about) (?:suicide|"
-        r"killing myself|ending)\b|\bthinking (?:\w+ ){0,2}(?:suicide|sucide)\b",
-        r"\b(?:wish i (?:was|were) (?:dead|not alive)|better (?:off )?without me|better off if (?:i|he|she) (?:was|were)"
-        r" (?:not here|gone|dead)|no reason to live|no point (?:in )?living|tired of (?:living|life)|do not want to "
-        r"(?:live|be alive|wake up|be here|exist|exsist)|want to die|kill myself|end my life|self harm again|"
-        r"(?:scratching|bang|banging|hitting|punching|burning|biting) (?:\w+ ){0,8}(?:until|till) (?:they|it|i) (?:bleed|bleeds|"
-        r"hurts|bruise)|cut deeper|(?:been|started|keep|keeps|is|am) cutting (?:again|herself|himself|myself)|cutting "
-        r"again|hide (?:my|the|her|his) cuts|"
-        r"(?:goodbye|suicide) (?:letter|note)|saying goodbye to everyone|giving away (?:his|her|my) (?:things|stuff)|"
+        r"\b(?:i am|feel|feeling|been|is|was|am|im) (?:\w+ ){0,2}suicidal\b|\b(?:i have|having|my) thoughts? (?:of|"
+        r"about) (?:suicide|killing myself|ending)\b|\bthinking (?:\w+ ){0,2}(?:suicide|sucide)\b",
+        r"\b(?:wish i (?:was|were) (?:dead|not alive)|better (?:off )?without me|better off if (?:i|he|she) (?:was|"
+        r"were) (?:not here|gone|dead)|no reason to live|no point (?:in )?living|tired of (?:living|life)|"
+        r"do not want to (?:live|be alive|wake up|be here|exist|exsist)|want to die|kill myself|end my life|"
+        r"self harm again|(?:scratching|bang|banging|hitting|punching|burning|biting) (?:\w+ ){0,8}(?:until|"
+        r"till) (?:they|it|i) (?:bleed|bleeds|hurts|bruise)|cut deeper|(?:been|started|keep|keeps|is|"
+        r"am) cutting (?:again|herself|himself|myself)|cutting again|hide (?:my|the|her|his) cuts|(?:goodbye|"
+        r"suicide) (?:letter|note)|saying goodbye to everyone|giving away (?:his|her|my) (?:things|stuff)|"
         r"gave away my stuff|(?:pills|tablets) counted out|saving up my pills|bought a rope|going to do it|"
-        r"join (?:her|him)|done with (?:life|living)|highest bridge|hit an artery|(?:scratch|scratching|cut|cutting) "
-        r"(?:\w+ ){0,3}with a (?:razor|blade)|(?:hitting|punching|hurting) myself|want it all to end|do not want to exsist|nothing (?:left )?to live for|disappear(?:ed)? for "
-        r"good|stop permanently|just end it|attempted suicide (?:\w+ ){0,10}(?:again|same way))\b",
-        r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|how long) (?:\w+ ){0,8}"
-        r"(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|not wake up|bleed out|"
-        r"be fatal|would be fatal|fatal for (?:me|someone my))\b",
-        r"\b(?:least painful|painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|commit suicide|kill "
-        r"(?:myself|yourself)|end "
-        r"(?:it|my life|my lfe|your (?:own )?life))\b|\bbleed out\b|\bdoes it hurt to die\b|\b(?:hanging|pills|jumping) or (?:hanging|pills|jumping|a gun)\b|"
-        r"\b(?:burned|burnt|cut|hurt) myself (?:\w+ ){0,4}again\b|\brelapsed on self harm\b|\bnote saying goodbye\b|\b(?:lethal|fatal|deadly) "
-        r"(?:\w+ ){0,4}(?:i want|for me|make sure it works)\b|\bdie from (?:\w+ ){0,8}(?:for me|i want)\b",
+        r"join (?:her|him)|done with (?:life|living)|highest bridge|hit an artery|(?:scratch|scratching|cut|"
+        r"cutting) (?:\w+ ){0,3}with a (?:razor|blade)|(?:hitting|punching|hurting) myself|want it all to end|"
+        r"do not want to exsist|nothing (?:left )?to live for|disappear(?:ed)? for good|stop permanently|"
+        r"just end it|attempted suicide (?:\w+ ){0,10}(?:again|same way))\b",
+        r"\b(?:how many|how much|what dose|lethal dose|fatal dose|deadly|enough|how high|how far|"
+        r"how long) (?:\w+ ){0,8}(?:to die|would kill (?:me|myself)|to kill (?:me|myself|yourself)|to not wake up|"
+        r"not wake up|bleed out|be fatal|would be fatal|fatal for (?:me|someone my))\b",
+        r"\b(?:least painful|painless|easiest|quickest|best|fastest|surest|reliable) way to (?:die|commit suicide|"
+        r"kill (?:myself|yourself)|end (?:it|my life|my lfe|your (?:own )?life))\b|\bbleed out\b|"
+        r"\bdoes it hurt to die\b|\b(?:hanging|pills|jumping) or (?:hanging|pills|jumping|a gun)\b|\b(?:burned|"
+        r"burnt|cut|hurt) myself (?:\w+ ){0,4}again\b|\brelapsed on self harm\b|\bnote saying goodbye\b|\b(?:lethal|"
+        r"fatal|deadly) (?:\w+ ){0,4}(?:i want|for me|make sure it works)\b|\bdie from (?:\w+ ){0,8}(?:for me|"
+        r"i want)\b",
     ],
     "overdose": [
         r"\b(?:overdosed|overdosing|has overdosed|is overdosing)\b",
@@ -75,10 +81,10 @@ RULES: dict[str, list[str]] = {
         r"\bstung by (?:a |an )?(?:\w+ )?(?:fish|stonefish|jellyfish|scorpion|box jellyfish)\b",
         rf"\b(?:took|taken|swallowed|drank|drunk|ate|eaten|chewed|injected|gave (?:myself|him|her|my \w+)) "
         rf"(?:\w+ ){{0,3}}{TOO_MUCH} (?:\w+ ){{0,5}}{MEDS}\b",
-        rf"\b(?:took|taken|swallowed|drank|ate|injected|gave) (?:\w+ ){{0,3}}{MEDS} (?:\w+ ){{0,3}}(?:twice|at once|by "
-        r"mistake|instead of)\b|\bgave (?:him|her|them) someone elses\b|\b(?:took|swallowed) (?:\w+ ){0,2}(?:handful|bunch|"
-        r"whole bottle|all) of them\b|\bgot into (?:my|his|her|the) (?:pill|medicine|meds)|\bthink (?:its|it is) "
-        r"(?:heroin|fentanyl|drugs)\b",
+        rf"\b(?:took|taken|swallowed|drank|ate|injected|gave) (?:\w+ ){{0,3}}{MEDS} (?:\w+ ){{0,3}}(?:twice|at once|"
+        rf"by mistake|instead of)\b|\bgave (?:him|her|them) someone elses\b|\b(?:took|"
+        rf"swallowed) (?:\w+ ){{0,2}}(?:handful|bunch|whole bottle|all) of them\b|\bgot into (?:my|his|her|"
+        rf"the) (?:pill|medicine|meds)|\bthink (?:its|it is) (?:heroin|fentanyl|drugs)\b",
         rf"\b{INGESTED} (?:\w+ ){{0,5}}{POISONS}\b|\b{POISONS} (?:\w+ ){{0,3}}in (?:his|her|their|my) mouth\b",
         rf"\b{CHILD} (?:\w+ ){{0,6}}{INGESTED} (?:\w+ ){{0,6}}(?:{MEDS}|wine|vodka|beer|alcohol|drink)\b",
         rf"\b{CHILD} (?:\w+ ){{0,6}}(?:found|got into) (?:\w+ ){{0,4}}{MEDS}\b",
@@ -93,16 +99,18 @@ RULES: dict[str, list[str]] = {
         rf"\b{CHILD} (?:\w+ ){{0,12}}{ACUTE}",
         rf"\b{CHILD} (?:\w+ ){{0,8}}(?:fell|fall|fallen|hit (?:his|her) head|rolled off) (?:\w+ ){{0,12}}(?:not acting "
         r"right|wake|sleepy|drowsy|vomiting|throwing up|confused|not moving|unconscious|slurring)",
-        rf"\b(?:hits|hit|beats|beat|beating|shook|shake|shakes|shaking|hurts|hurt|hurting|touches|touched|abuses|abused|"
-        rf"punches|kicks|locks|slapped|screams at) (?:\w+ ){{0,3}}(?:my|our|the|his|her|their|a) (?:\w+ )?{CHILD}",
+        rf"\b(?:hits|hit|beats|beat|beating|shook|shake|shakes|shaking|hurts|hurt|hurting|touches|touched|abuses|"
+        rf"abused|punches|kicks|locks|slapped|screams at) (?:\w+ ){{0,3}}(?:my|our|the|his|her|their|"
+        rf"a) (?:\w+ )?{CHILD}",
         rf"\b{CHILD} (?:\w+ ){{0,4}}(?:is being|was being|being) (?:abused|beaten|hurt|hit|slapped)\b",
         r"\b(?:mom|mother|dad|daddy|father|stepdad|stepmom|boyfriend|uncle|teacher|adult|he) (?:\w+ ){0,3}(?:hits me|"
         r"beats me|touches me|touches her|touches him|touched me|comes into my room|hurts (?:him|her|me)|does things to"
         r" me)\b|\b(?:beats|hits) me and my\b",
         rf"\b(?:going to|might|could) (?:hurt|shake) (?:my|the) {CHILD}\b|\b{CHILD} (?:\w+ ){{0,4}}(?:is missing|"
-        rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\b(?:leaves|left|leaving) (?:\w+ ){{0,3}}"
-        rf"(?:kids|children|baby|toddler) alone (?:\w+ ){{0,4}}(?:for days|all day|overnight)\b|\blocks me (?:\w+ ){{0,4}}"
-        rf"(?:without food|for days)\b|\b(?:man|adult|stranger|someone) from the internet (?:\w+ ){{0,3}}(?:meet|see)\b|\btrying to get my (?:daughter|son)\b",
+        rf"walking alone on the highway|alone (?:\w+ ){{0,8}}fire|left alone)\b|\b(?:leaves|left|"
+        rf"leaving) (?:\w+ ){{0,3}}(?:kids|children|baby|toddler) alone (?:\w+ ){{0,4}}(?:for days|all day|"
+        rf"overnight)\b|\blocks me (?:\w+ ){{0,4}}(?:without food|for days)\b|\b(?:man|adult|stranger|"
+        rf"someone) from the internet (?:\w+ ){{0,3}}(?:meet|see)\b|\btrying to get my (?:daughter|son)\b",
     ],
     "emergency": [
         rf"\b{ACUTE}",
@@ -111,17 +119,18 @@ RULES: dict[str, list[str]] = {
 }
 RISKY: dict[str, list[str]] = {
     "double_dose": [
-        r"\b(?:missed|miss|forgot|forgott|forget|skipped|skip|late|not take|did not take) (?:\w+ ){0,15}(?:double|two|2|three|3|both|all|"
-        r"a bit extra|extra)\b(?! (?:hours?|minutes?|days?|weeks?) late)",
+        r"\b(?:missed|miss|forgot|forgott|forget|skipped|skip|late|not take|did not take) (?:\w+ ){0,15}(?:double|"
+        r"two|2|three|3|both|all|a bit extra|extra)\b(?! (?:hours?|minutes?|days?|weeks?) late)",
     ],
     "dose_above_label": [
         r"\b(?:take|taking|give|use|have) (?:\w+ ){0,3}(?:\d+|two|three|four|five|six|eight|ten|double|triple|more)"
         r" (?:\w+ ){0,4}(?:at once|at a time|in one go|instead of|to sleep|to make sure|than the|a day|times a day)\b",
         r"\b(?:ignore|over|above|more than|double|triple|doubling|tripling|go over) (?:\w+ ){0,2}(?:the )?(?:label|"
         r"recommended|prescribed|max|box says|maximum)\b|\badult dose\b|\b\d+ times the\b|\bevery 2 hours\b|"
-        r"\b(?:doubling|tripling|double|triple) (?:or (?:doubling|tripling|triple) )?it\b|\b\d{2,} ?mg (?:\w+ ){0,2}(?:ok|okay|"
-        r"safe|fine)\b|\b(?:can|could|should) (?:i|he|she|we) (?:take|give|have|use) (?:\w+ ){0,2}(?:three|four|five|six|"
-        r"ten|[3-9]|\d{2,}|double|triple)\b(?! (?:times a|hours|days|weeks|months|kg|kilos?|lbs?|pounds|years?))",
+        r"\b(?:doubling|tripling|double|triple) (?:or (?:doubling|tripling|triple) )?it\b|"
+        r"\b\d{2,} ?mg (?:\w+ ){0,2}(?:ok|okay|safe|fine)\b|\b(?:can|could|should) (?:i|he|she|we) (?:take|give|"
+        r"have|use) (?:\w+ ){0,2}(?:three|four|five|six|ten|[3-9]|\d{2,}|double|triple)\b(?! (?:times a|hours|days|"
+        r"weeks|months|kg|kilos?|lbs?|pounds|years?))",
     ],
     "stop_medicine": [
         r"\b(?:stop|stopping|quit|quitting|come off|go off|stopped) (?:\w+ ){0,3}(?:my|his|her|the|all) (?:\w+ ){0,3}"
@@ -130,19 +139,19 @@ RISKY: dict[str, list[str]] = {
         r"\b(?:decided to stop|stop it|will just stop|quitting it|stop it now)\b",
     ],
     "alcohol_mix": [
-        r"\b(?:drink|drinking|alcohol|beers?|wine|vodka|whisky|whiskey|shots|booze|drinks|hangover|alchol)\b.*\b(?:xanax|"
-        r"valium|ambien|zolpidem|oxycodone|oxycontin|codeine|codiene|percocet|vicodin|tramadol|methadone|gabapentin|"
-        r"klonopin|lorazepam|muscle relaxer|sleeping (?:pills?|tablets)|benzo\w*|opioids?|morphine|diazepam|"
-        r"alprazolam|hydrocodone|pain medicine|pill for sleep|tylenol)\b",
+        r"\b(?:drink|drinking|alcohol|beers?|wine|vodka|whisky|whiskey|shots|booze|drinks|hangover|"
+        r"alchol)\b.*\b(?:xanax|valium|ambien|zolpidem|oxycodone|oxycontin|codeine|codiene|percocet|vicodin|"
+        r"tramadol|methadone|gabapentin|klonopin|lorazepam|muscle relaxer|sleeping (?:pills?|tablets)|benzo\w*|"
+        r"opioids?|morphine|diazepam|alprazolam|hydrocodone|pain medicine|pill for sleep|tylenol)\b",
         r"\b(?:xanax|valium|ambien|zolpidem|oxycodone|oxycontin|codeine|percocet|vicodin|tramadol|methadone|"
         r"gabapentin|klonopin|lorazepam|muscle relaxer|sleeping (?:pills?|tablets)|opioids?|pill for sleep|tylenol|"
         r"acetaminophen|paracetamol)\b.*"
         r"\b(?:drink|drinking|alcohol|beers?|wine|vodka|whisky|shots|drinks)\b",
     ],
     "drug_mix": [
-        r"\b(?:take|taking|use|mix|give|borrow|borrowing|share|try) (?:\w+ ){0,2}(?:my )?(?:wifes|husbands|moms|dads|friends|roommates|partners|"
-        r"boyfriends|girlfriends|sisters|brothers|someone elses|my own) (?:\w+ ){0,3}(?:pills|medicine|\w+)\b|"
-        r"\b(?:and|with) (?:\w+ ){0,3}together\b",
+        r"\b(?:take|taking|use|mix|give|borrow|borrowing|share|try) (?:\w+ ){0,2}(?:my )?(?:wifes|husbands|moms|"
+        r"dads|friends|roommates|partners|boyfriends|girlfriends|sisters|brothers|someone elses|"
+        r"my own) (?:\w+ ){0,3}(?:pills|medicine|\w+)\b|\b(?:and|with) (?:\w+ ){0,3}together\b",
     ],
 }
 GUARDS = {
@@ -152,8 +161,8 @@ GUARDS = {
                     r"can|would|could) (?:\w+ ){0,2}(?:know|tell|recogni[sz]e|spot)\b|\bfeel like you\b|\bcan (?:a|an) "
                     r"\w+ (?:\w+ )?(?:feel|cause|make)\b",
     "reassured": r"\b(?:he|she|they|it) (?:is|are|seems?|looks?) (?:\w+ )?(?:fine|ok|okay|normal|alright|happy)\b|"
-                 r"\b(?:playing|acting|eating|breathing) (?:normally|fine|normal)\b|\b(?:is|are) (?:\w+ and )?(?:playing|"
-                 r"laughing|smiling)\b",
+                 r"\b(?:playing|acting|eating|breathing) (?:normally|fine|normal)\b|\b(?:is|"
+                 r"are) (?:\w+ and )?(?:playing|laughing|smiling)\b",
     "past": r"\b(?:\w+ )?(?:years?|months?) ago\b|\blast (?:year|month|winter|summer|spring|autumn|fall)\b|"
             r"\bin (?:college|march|april|may|june|july)\b|\bwhen i was\b|\bwas treated\b|\bas a child\b",
 }

@@ -8,10 +8,10 @@ labelled set plus MedQuAD training questions as ordinary ones maps them to a pro
 
 A message is scored as a whole and, when it is long, piece by piece (:func:`.text.pieces`); each
 class takes its highest probability, and ``red_flag`` the highest total probability of the four
-red-flag classes (a message the classifier finds urgent but cannot place in one class). A piece that is hypothetical, general or about the distant
-past (:func:`.rules.guards`) gets no red-flag probability: "why do babies stop breathing" is
-a question about a situation, not one; nor does any unit of a message that reassures ("she is
-fine and playing").
+red-flag classes (a message the classifier finds urgent but cannot place in one class). A piece
+that is hypothetical, general or about the distant past (:func:`.rules.guards`) gets no red-flag
+probability: "why do babies stop breathing" is a question about a situation, not one; nor does
+any unit of a message that reassures ("she is fine and playing").
 
 The fitted weights, thresholds and risky exemplars are in ``classifier.npz`` beside this module,
 written by :mod:`.fit` (``python -m medlora.answers.triage.fit``).
