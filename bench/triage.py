@@ -82,18 +82,24 @@ def errors(rows: list[labelled.Example], predicted: list[str]) -> None:
             print(f"  {r.label:>9} -> {p:<9} {r.text[:110]}")
 
 
+def milliseconds(times: list[float]) -> str:
+    times = sorted(times)
+    return (f"median {statistics.median(times):.1f} ms, p95 {times[int(0.95 * len(times))]:.1f} ms, "
+            f"max {times[-1]:.1f} ms")
+
+
 def latency(questions: list[str]) -> str:
     start = time.perf_counter()
     safety.classify("warm up")
     load = time.perf_counter() - start
-    times = []
+    times = {}
     for q in questions:
         start = time.perf_counter()
         safety.classify(q)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return (f"per question, one at a time, {len(times)} held-out questions: median {statistics.median(times):.1f} ms, "
-            f"p95 {times[int(0.95 * len(times))]:.1f} ms, max {times[-1]:.1f} ms "
+        times[q] = (time.perf_counter() - start) * 1000
+    long = [t for q, t in times.items() if len(q.split()) > 30]
+    return (f"per question, one at a time, {len(times)} held-out questions: {milliseconds(list(times.values()))}; "
+            f"the {len(long)} longer than 30 words: {milliseconds(long)} "
             f"(loading the embedding model and classifier first: {load:.2f} s)")
 
 

@@ -23,7 +23,9 @@ INTENDED_USE = """\
 Answering general questions about diseases and conditions in the style of NIH consumer health pages,
 for education and for research on fine-tuning small models. Every answer `medlora ask` prints ends
 with a notice that it is not medical advice, cites related NIH pages, and questions about emergencies,
-overdoses, self-harm or a child in danger get a triage message instead of a generated answer.
+overdoses, self-harm or a child in danger get a triage message instead of a generated answer;
+risky medication questions (a dose above the label, doubling a missed dose, stopping a prescribed
+medicine, alcohol with a sedative) get a caution line first, and an answer giving that instruction is withheld.
 
 ## Limits
 - Not a medical device and not a substitute for a clinician: answers can be wrong, outdated or
