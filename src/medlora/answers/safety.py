@@ -23,10 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from medlora.answers.triage import rules, semantic
 from medlora.answers.triage.check import dangerous_instruction
 from medlora.answers.triage.decide import Decision, decide
-from medlora.answers.triage.labelled import RED_FLAGS
+from medlora.answers.triage.labelled import RED_FLAGS, SCORES
 from medlora.answers.triage.text import normalise
 
 DISCLAIMER = "Not a substitute for professional medical advice: for a diagnosis or treatment, see a clinician."
@@ -88,11 +90,17 @@ def _semantic_layer() -> tuple[semantic.Classifier, semantic.Features]:
 
 
 def classify(question: str) -> Decision:
-    """The triage decision for ``question``, with the score per class (see :mod:`.triage.decide`)."""
+    """The triage decision for ``question``, with the score per class (see :mod:`.triage.decide`).
+
+    When a red-flag rule fires, its score (1) decides whatever the classifier says, so the
+    embedding is not computed (its scores are reported as 0): a long message costs time only
+    when it needs the semantic layer."""
     classifier, features = _semantic_layer()
     text = normalise(question)
-    return decide(rules.hits(text), rules.risky_kind(text), semantic.scores(classifier, features, question),
-                  classifier.thresholds, lambda: semantic.risky_kind(classifier, features, question))
+    hits = rules.hits(text)
+    scores = np.zeros(len(SCORES)) if hits else semantic.scores(classifier, features, question)
+    return decide(hits, rules.risky_kind(text), scores, classifier.thresholds,
+                  lambda: semantic.risky_kind(classifier, features, question))
 
 
 def triage(question: str) -> Triage | None:

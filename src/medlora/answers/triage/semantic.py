@@ -109,10 +109,15 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1e
     return w, b
 
 
+WHOLE_WORDS = 30  # a longer message is scored by its pieces only: its whole embedding blurs, and costs time
+
+
 def units(text: str) -> list[str]:
-    """What a message is scored on: itself, and its pieces when it has more than one."""
+    """What a message is scored on: itself (up to WHOLE_WORDS words), and its pieces when it has more than one."""
     parts = pieces(text)
-    return [text] + (parts if len(parts) > 1 else [])
+    if len(parts) <= 1:
+        return [text]
+    return ([text] if len(text.split()) <= WHOLE_WORDS else []) + parts
 
 
 def _guarded(unit: str, whole: bool) -> bool:
@@ -128,8 +133,9 @@ def scores(classifier: Classifier, features: Features, text: str) -> np.ndarray:
     p = classifier.probabilities(features(normalised))
     red = [CLASSES.index(c) for c in RED_FLAGS]
     reassured = "reassured" in rules.guards(normalised[0])  # "..., she is laughing and playing": the whole message
+    whole = len(normalised) == 1 or len(text.split()) <= WHOLE_WORDS
     for i, unit in enumerate(normalised):
-        if reassured or _guarded(unit, whole=i == 0):
+        if reassured or _guarded(unit, whole=whole and i == 0):
             p[i, red] = 0.0
     out = np.append(p.max(axis=0), p[:, red].sum(axis=1).max())
     assert len(out) == len(SCORES)

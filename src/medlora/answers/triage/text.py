@@ -97,7 +97,7 @@ def normalise(text: str) -> str:
     return " ".join(out)
 
 
-def pieces(text: str, window: int = 14, stride: int = 7) -> list[str]:
+def pieces(text: str, window: int = 14, stride: int = 10) -> list[str]:
     """``text`` cut into sentences, and sentences longer than ``window`` words into overlapping windows."""
     out = []
     for sentence in re.split(r"(?<=[.!?;,])\s+|\s+(?:and then|but|so|anyway)\s+", text.strip()):
