@@ -10,10 +10,11 @@
    out-of-fold scores of the semantic layer *alone*: the rules were written on the tuning half,
    so they catch nearly all of it and would leave the semantic layer nothing to learn a
    threshold from; on new phrasings they miss some, and the semantic layer is the net under them.
-   Starting from 1 (off), the red-flag thresholds are lowered step by step, most recall gained per false alarm first, while the
-   semantic layer's false alarms stay within :data:`MAX_FALSE_ALARMS` of the tuning half's
-   ordinary rows and of the MedQuAD *validation*-split questions; then the risky threshold, while
-   caution lines (rules and semantic layer together) stay within :data:`MAX_CAUTIONS`.
+   Starting from 1 (off), the red-flag thresholds are lowered step by step, most recall gained
+   per false alarm first, while the semantic layer's false alarms stay within
+   :data:`MAX_FALSE_ALARMS` of the tuning half's ordinary rows and of the MedQuAD
+   *validation*-split questions; then the risky threshold, while caution lines (rules and
+   semantic layer together) stay within :data:`MAX_CAUTIONS`.
 5. The classifier is fitted on all of it and saved with the thresholds to ``classifier.npz``.
 
 The held-out half and the MedQuAD test split are never read here.
