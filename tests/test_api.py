@@ -35,7 +35,7 @@ def test_importing_mlx_first_fails_loudly_instead_of_running_slowly():
 def test_answer_all_triages_then_answers_a_list_of_questions(tiny_overrides, tmp_path):
     """The README's Python lines, with the tiny model and an adapter folder instead of the champion."""
     from medlora.answers.ask import answer_all
-    from medlora.answers.safety import MESSAGES
+    from medlora.answers.safety import CAUTIONS, MESSAGES
     from medlora.config import load_run_config
     from medlora.models.generation import load_with_adapter
     from medlora.models.load import load_model
@@ -46,7 +46,8 @@ def test_answer_all_triages_then_answers_a_list_of_questions(tiny_overrides, tmp
     model, _ = load_model(cfg.model, cfg.paths.models)
     save_adapter(model, tmp_path / "adapter", adapter_config(cfg, add_lora(model, cfg)))
     model, tokenizer = load_with_adapter(cfg, tmp_path / "adapter")
-    answers = answer_all(cfg, ["What is glaucoma?", "I want to kill myself",
-                               "What causes gout?"], model, tokenizer)
+    answers = answer_all(cfg, ["What is glaucoma?", "I want to kill myself", "What causes gout?",
+                               "can i have a few beers with my oxycodone"], model, tokenizer)
     assert answers[1] == MESSAGES["self_harm"]
     assert all(a not in MESSAGES.values() for a in (answers[0], answers[2]))
+    assert answers[3].startswith(CAUTIONS["alcohol_mix"] + "\n\n")  # then the (3-token, random) answer

@@ -54,6 +54,9 @@ def test_wheel_ships_configs_and_data_and_is_not_this_checkout(installed, tmp_pa
     assert str(ROOT) not in out[0] and "site-packages" in out[0]
     assert int(out[1]) > 1_000_000  # MedQuAD inside the wheel
     assert "default.yaml" in out[2]
+    triage = ("import medlora; from medlora.answers.safety import triage; "
+              "print(triage('i cant breathe').kind, triage('What is glaucoma?'))")
+    assert run([installed / "python", "-c", triage], cwd=tmp_path).stdout.split() == ["emergency", "None"]
 
 
 @pytest.mark.slow

@@ -1,9 +1,14 @@
 """``medlora ask``: one question in, a safe answer out.
 
-    triage (red flags get a fixed message, never a generated answer)
+    triage (red flags get a fixed message, never a generated answer; risky questions a caution line)
     -> retrieve related NIH records (BM25 over the training split)
-    -> the champion answers, streamed (with the retrieved answers as context if ask.rag)
+    -> the champion answers, streamed (with the retrieved answers as context if ask.rag); a risky
+       question's answer is generated whole and checked first, and withheld if it gives the
+       dangerous instruction (:func:`medlora.answers.safety.check_answer`)
     -> the not-medical-advice notice and the cited source pages
+
+``answer_all`` applies the same triage and check to a list of questions. ``medlora evaluate``
+does not: its model rows score the answers as the model generates them.
 """
 
 from __future__ import annotations
@@ -27,15 +32,20 @@ def retrieve(run_cfg: RunConfig, question: str, k: int) -> list[retrieval.Hit]:
 
 def ask(cfg: RunConfig, question: str) -> Iterator[str]:
     """The text a user sees for ``question``, piece by piece (the answer streams as it is generated)."""
-    red_flag = safety.triage(question)
-    if red_flag is not None:  # never a generated answer
-        yield red_flag.message + "\n"
+    flag = safety.triage(question)
+    if flag is not None and flag.urgent:  # never a generated answer
+        yield flag.message + "\n"
         return
     model, tokenizer, version = load_with_champion(cfg)  # first: no champion, nothing prepared
     hits = retrieve(cfg, question, max(cfg.ask.sources, cfg.ask.rag_passages if cfg.ask.rag else 0))
     prompt = retrieval.context_prompt(question, hits[: cfg.ask.rag_passages]) if cfg.ask.rag else question
-    yield from stream_answer(model, tokenizer, prompt, max_tokens=cfg.generation.max_tokens,
-                             system_prompt=cfg.data.system_prompt, settings=cfg.generation)
+    pieces = stream_answer(model, tokenizer, prompt, max_tokens=cfg.generation.max_tokens,
+                           system_prompt=cfg.data.system_prompt, settings=cfg.generation)
+    if flag is None:
+        yield from pieces
+    else:  # risky: the caution line, then the whole answer once it has passed the check
+        yield flag.message + "\n\n"
+        yield safety.check_answer("".join(pieces))
     yield f"\n\n{safety.DISCLAIMER}\n"
     cited = retrieval.sources(hits[: cfg.ask.sources])
     if cited:
@@ -45,12 +55,14 @@ def ask(cfg: RunConfig, question: str) -> Iterator[str]:
 
 def answer_all(cfg: RunConfig, questions: list[str], model=None, tokenizer=None) -> list[str]:
     """Answers to many questions, with ``ask``'s triage: a red flag gets its triage message, never a
-    generated answer. The rest are decoded in batches by the champion (or the ``model`` given)."""
+    generated answer; a risky question its caution line and the checked answer. The rest are
+    decoded in batches by the champion (or the ``model`` given)."""
     flags = [safety.triage(q) for q in questions]
-    todo = [q for q, flag in zip(questions, flags) if flag is None]
+    todo = [q for q, flag in zip(questions, flags) if flag is None or not flag.urgent]
     if todo and model is None:
         model, tokenizer, _ = load_with_champion(cfg)
     generated = iter(generate_answers(model, tokenizer, todo, max_tokens=cfg.generation.max_tokens,
                                       system_prompt=cfg.data.system_prompt, settings=cfg.generation,
                                       batch_size=cfg.evaluate.generation_batch_size) if todo else [])
-    return [flag.message if flag else next(generated) for flag in flags]
+    return [next(generated) if flag is None else flag.message if flag.urgent else
+            safety.guarded_answer(flag, next(generated)) for flag in flags]

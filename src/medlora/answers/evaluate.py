@@ -12,7 +12,9 @@ Every row is scored against the reference answer with the same metrics: ROUGE-L 
 (:mod:`medlora.embeddings`), the share of answers that repeat a word 4-gram, and the mean
 length in words. Model rows also get the test loss (mean answer-token cross-entropy, the
 training objective) and its perplexity. Generation settings come from ``generation`` and are
-the same for every row.
+the same for every row. The answers are scored as the model generates them: no safety triage,
+caution line or answer check (:mod:`medlora.answers.safety`) is applied, so the table measures the
+model itself (the test questions are MedQuAD's, none of which the triage flags).
 """
 
 from __future__ import annotations

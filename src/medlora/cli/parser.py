@@ -45,7 +45,7 @@ COMMANDS = {
     "sweep": "run (or resume) an Optuna study over conf/study: trials under a memory cap, pruned early",
     "report": "regenerate a study's trials.csv, best.yaml and figures/ from its storage",
     "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
-    "ask": "answer a question with the base model + the 'champion' adapter",
+    "ask": "answer a question with the base model + the 'champion' adapter (after the safety triage)",
     "evaluate": "score base model, adapter, retrieval and RAG answers on held-out test questions",
     "serve": "serve the champion as an OpenAI-compatible chat API (triage, notice and sources included)",
     "export": "fuse the champion into a standalone mlx-lm model folder and a GGUF file, checked by loading back",

@@ -24,7 +24,9 @@ Answering general questions about diseases and conditions in the style of NIH co
 for education and for research on fine-tuning small models. Every answer of `medlora ask`, `medlora serve`
 and the registered MLflow model ends with a notice that it is not medical advice, cites related NIH pages,
 and questions about emergencies, overdoses, self-harm or a child in danger get a triage message instead of
-a generated answer. A fused or GGUF export (`medlora export`) answers **without** this safety layer.
+a generated answer; in `medlora ask`, risky medication questions (a dose above the label, doubling a missed
+dose, stopping a prescribed medicine, alcohol with a sedative) get a caution line first, and an answer giving
+that instruction is withheld. A fused or GGUF export (`medlora export`) answers **without** this safety layer.
 
 ## Limits
 - Not a medical device and not a substitute for a clinician: answers can be wrong, outdated or

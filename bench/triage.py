@@ -1,0 +1,139 @@
+"""Safety triage before (a list of regular expressions) and after issue 13, side by side, in one run.
+
+    .venv/bin/python bench/triage.py [--errors]
+
+Sets:
+- the **held-out half** of the labelled triage set (``tests/answers/data/triage_heldout.csv``):
+  no threshold was chosen on it; each batch was written before the rules it is measured with
+  were last revised, and measured once after (see ``src/medlora/answers/triage/README.md``):
+  only the last batch is an estimate for phrasings the rules have never been revised on;
+- the **tuning half** (``src/medlora/answers/triage/tuning.csv``): the rules were written on
+  it, so its numbers are optimistic;
+- the **MedQuAD test-split questions** of the default config (all ordinary).
+
+Recall of a red-flag class: the share of its phrasings that get a red-flag message (any of the
+four; "right message" is the share that gets its own class's). False alarms: the share of
+ordinary phrasings that get a red-flag message (no answer); cautions: the share that get the
+risky caution line (an answer, after a caution). "before" knew no risky class.
+Latency: ``medlora.answers.safety.classify`` on each held-out question, one at a time, once
+the embedding model and classifier are loaded (load time printed separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import medlora  # noqa: F401  (first: the fast BLAS before mlx)
+from medlora.answers import safety
+from medlora.answers.triage import labelled
+from medlora.answers.triage.labelled import RED_FLAGS
+from medlora.config import load_run_config
+from medlora.data import splits
+
+sys.path.insert(0, str(Path(__file__).parent))
+import triage_before  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT = ROOT / "tests" / "answers" / "data" / "triage_heldout.csv"
+EXAMPLES = ["i cant breathe", "my baby isnt breathing", "My 2 year old swallowed some of my pills",
+            "my friend od on heroin", "What are the symptoms of a heart attack?"]
+
+
+def medquad_test_questions() -> list[str]:
+    cfg = load_run_config([])
+    records = splits.load_split(splits.prepare_from_config(cfg.data, cfg.paths.processed), "test")
+    return [r["messages"][-2]["content"] for r in records]
+
+
+def after(question: str) -> str:
+    return safety.classify(question).label
+
+
+def before(question: str) -> str:
+    return triage_before.triage(question) or "ordinary"
+
+
+def share(hits: list[bool]) -> str:
+    return f"{sum(hits) / len(hits):.3f}" if hits else "-"
+
+
+def row(name: str, method: str, rows: list[labelled.Example], predicted: list[str]) -> str:
+    cells = []
+    for c in RED_FLAGS:
+        got = [p for r, p in zip(rows, predicted) if r.label == c]
+        cells.append(f"{share([p in RED_FLAGS for p in got])} ({share([p == c for p in got])})")
+    risky = [p for r, p in zip(rows, predicted) if r.label == "risky"]
+    ordinary = [p for r, p in zip(rows, predicted) if r.label == "ordinary"]
+    cautioned = share([p == "risky" for p in risky]) if method == "after" else "-"
+    alarms = sum(p in RED_FLAGS for p in ordinary)
+    cautions = f"{sum(p == 'risky' for p in ordinary)}/{len(ordinary)}" if method == "after" else "-"
+    return f"| {name} | {method} | " + " | ".join(cells) + f" | {cautioned} | {alarms}/{len(ordinary)} " \
+           f"({alarms / len(ordinary):.1%}) | {cautions} |"
+
+
+def errors(rows: list[labelled.Example], predicted: list[str]) -> None:
+    for r, p in zip(rows, predicted):
+        wrong = (r.label in RED_FLAGS) != (p in RED_FLAGS) or (r.label == "risky") != (p == "risky")
+        if wrong:
+            print(f"  {r.label:>9} -> {p:<9} {r.text[:110]}")
+
+
+def milliseconds(times: list[float]) -> str:
+    times = sorted(times)
+    return (f"median {statistics.median(times):.1f} ms, p95 {times[int(0.95 * len(times))]:.1f} ms, "
+            f"max {times[-1]:.1f} ms")
+
+
+def latency(questions: list[str]) -> str:
+    start = time.perf_counter()
+    safety.classify("warm up")
+    load = time.perf_counter() - start
+    times = {}
+    for q in questions:
+        start = time.perf_counter()
+        safety.classify(q)
+        times[q] = (time.perf_counter() - start) * 1000
+    long = [t for q, t in times.items() if len(q.split()) > 30]
+    return (f"per question, one at a time, {len(times)} held-out questions: {milliseconds(list(times.values()))}; "
+            f"the {len(long)} longer than 30 words: {milliseconds(long)} "
+            f"(loading the embedding model and classifier first: {load:.2f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--errors", action="store_true", help="list the held-out phrasings triaged wrongly")
+    args = parser.parse_args()
+    timing = latency([r.text for r in labelled.load(HELD_OUT)])  # first: nothing else warm in the process
+    print("| set | triage | " + " | ".join(f"{c} recall (right message)" for c in RED_FLAGS)
+          + " | risky cautioned | ordinary false alarms | ordinary cautioned |")
+    print("|---" * (5 + len(RED_FLAGS)) + "|")
+    held_out, tuning = labelled.load(HELD_OUT), labelled.load(labelled.TUNING_CSV)
+    sets = [("held-out, batch 1", [r for r in held_out if r.batch == "1"]),
+            ("held-out, batch 2", [r for r in held_out if r.batch == "2"]),
+            ("held-out, batch 3", [r for r in held_out if r.batch == "3"]),
+            ("held-out, all", held_out), ("tuning half", tuning)]
+    for name, rows in sets:
+        for method, triage in (("before", before), ("after", after)):
+            print(row(f"{name} ({len(rows)})", method, rows, [triage(r.text) for r in rows]))
+    medquad = medquad_test_questions()
+    for method, triage in (("before", before), ("after", after)):
+        got = [triage(q) for q in medquad]
+        alarms, cautions = sum(p in RED_FLAGS for p in got), sum(p == "risky" for p in got)
+        print(f"| MedQuAD test questions ({len(medquad)}) | {method} | - | - | - | - | - | {alarms}/{len(medquad)} "
+              f"({alarms / len(medquad):.2%}) | {cautions if method == 'after' else '-'} |")
+    print("\nthe issue's examples:")
+    for q in EXAMPLES:
+        print(f"  {q!r}: before {before(q)}, after {after(q)}")
+    print("\nlatency:", timing)
+    if args.errors:
+        rows = labelled.load(HELD_OUT)
+        print("\nheld-out phrasings triaged wrongly (after):")
+        errors(rows, [after(r.text) for r in rows])
+
+
+if __name__ == "__main__":
+    main()
