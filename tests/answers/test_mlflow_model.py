@@ -208,7 +208,8 @@ def test_medlora_serve_answers_curl_like_requests_and_stops_on_ctrl_c(promoted):
     finally:
         server.send_signal(signal.SIGINT)
         started = time.monotonic()
-        assert server.wait(30) == 0
+        code = server.wait(30)
+    assert code == 0, server.stderr.read()[-3000:]
     assert time.monotonic() - started < 10
     log = server.stderr.read()
     assert "status=200" in log and "Traceback" not in log and QUESTION not in log
