@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -65,29 +64,16 @@ def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:
 
 
 def resolve_adapter(cfg: RunConfig, dst: Path) -> tuple[Path, str, object]:
-    """The adapter folder named by ``evaluate.adapter`` (downloaded into ``dst``), a label for it, and
-    its registered model version (for the champion; else None)."""
-    import mlflow
+    """The adapter ``evaluate.adapter`` names, downloaded into ``dst`` (:func:`medlora.registry.champion.
+    resolve_adapter`): its folder, a label, and its registered version (None for a run or a folder)."""
+    from medlora.registry.champion import RUN_ID
+    from medlora.registry.champion import resolve_adapter as resolve
 
-    from medlora.registry.champion import champion_adapter
-
-    name = cfg.evaluate.adapter
-    if name == "champion":
-        folder, version = champion_adapter(cfg, dst)
-        return folder, f"champion v{version.version}", version
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser(), name, None
-    if re.fullmatch(r"[0-9a-f]{32}", name):
-        tracking.require_store(cfg.paths, "(fix: evaluate.adapter=champion or an adapter folder)")
-        tracking.connect(cfg.paths)
-        try:
-            folder = mlflow.artifacts.download_artifacts(f"runs:/{name}/adapters/best", dst_path=str(dst))
-        except Exception as err:
-            raise UserError(f"run {name} has no adapters/best artifact ({type(err).__name__}) "
-                            "(fix: evaluate.adapter=<id of a finished training run>)") from None
-        return Path(folder), f"run {name[:8]}", None
-    raise UserError(f"evaluate.adapter={name!r} is not 'champion', a 32-hex MLflow run id or an adapter folder "
-                    "(fix: evaluate.adapter=champion)")
+    ref = cfg.evaluate.adapter
+    if not (ref == "champion" or ref.isdigit() or RUN_ID.fullmatch(ref) or Path(ref).expanduser().is_dir()):
+        raise UserError(f"evaluate.adapter={ref!r} is not 'champion', a registry version number, a 32-hex MLflow "
+                        "run id or an adapter folder (fix: evaluate.adapter=champion)")
+    return resolve(cfg, ref, dst)
 
 
 def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: str) -> list[str]:

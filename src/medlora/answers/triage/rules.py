@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from medlora.answers.triage.lexicon import (ALLERGY, BLEEDING, BREATHING, CARDIAC, CHILD, COLOUR, GAP, INGESTED, KIN,
+from medlora.answers.triage.lexicon import (ALLERGY, BLEEDING, BREATHING, CARDIAC, CHILD, COLOUR, INGESTED,
                                             MEDS, NEURO, OTHER_URGENT, POISONS, SEIZURE, TOO_MUCH, TRAUMA,
                                             UNRESPONSIVE, alt)
 
