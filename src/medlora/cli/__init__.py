@@ -15,14 +15,11 @@ from medlora.cli.commands import HANDLERS, cmd_init
 from medlora.cli.parser import build_parser
 from medlora.config.shorthands import shorthand_overrides
 
-def _stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # runs end KILLED and the study can resume, exactly as with Ctrl-C
-
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from medlora import stopping
 
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stopping.install()  # SIGTERM as Ctrl-C: runs end KILLED and the study can resume
     from medlora.config import compose, to_run_config
     from medlora.config.secrets import mask
     from medlora.errors import UserError

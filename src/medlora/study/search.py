@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from medlora import liveness, tracking
+from medlora import liveness, stopping, tracking
 from medlora.config import RunConfig, StudyConfig, load_run_config
 from medlora.config.secrets import mask
 from medlora.data import splits
@@ -154,7 +154,8 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
             study.optimize(
                 lambda trial: objective(trial, ctx, n_blocks),
                 timeout=study_cfg.timeout_minutes * 60,
-                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED)],
+                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED),
+                           lambda _study, _trial: stopping.check()],  # a stop lost in a trial's teardown
                 catch=(),
                 gc_after_trial=True,
             )

@@ -16,6 +16,7 @@ from medlora.config import RunConfig
 from medlora.data import splits
 from medlora.data.tokenize import cached_encode
 from medlora.errors import UserError
+from medlora.stopping import check as check_stop
 
 
 def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
@@ -47,8 +48,15 @@ def batch_iterator(train_seed: int, eval_batch_size: int, extend_train=None, ext
         if not loop:
             batch_size = min(eval_batch_size, len(dataset))
         extend = (extend_train if loop else extend_eval) or (lambda batches: batches)
-        return extend(mlx_iterate_batches(
+        return _stoppable(extend(mlx_iterate_batches(
             dataset, batch_size, max_seq_length, loop=loop, seed=train_seed if loop else 0, comm_group=comm_group
-        ))
+        )))
 
     return iterate
+
+
+def _stoppable(batches):
+    """Each batch first checks for a Ctrl-C / SIGTERM that a library may have swallowed."""
+    for batch in batches:
+        check_stop()
+        yield batch
