@@ -29,6 +29,12 @@ def small_csv(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def default_processed(tmp_path_factory) -> Path:
+    """A ``paths.processed`` folder for the default data config: the packaged MedQuAD, split once (~4 s)."""
+    return tmp_path_factory.mktemp("processed")
+
+
 def isolated_overrides(root: Path, model_cache: Path, csv: Path) -> list[str]:
     """Hydra overrides for a fast run: tiny model, small data, every output under ``root``."""
     return [

@@ -108,6 +108,8 @@ OVERRIDE_CASES = {
     "serve_unknown_adapter": (["serve", "--run", "nonsense"], "is not 'champion'"),
     "export_without_champion": (["export"], "no champion"),
     "export_unknown_gguf": (["export", "export.gguf=q4"], "export.gguf=q4"),
+    # issue 12
+    "unknown_questions_set": (["evaluate", "evaluate.questions_set=people"], "evaluate.questions_set=people"),
 }
 
 

@@ -48,12 +48,14 @@ def installed(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_ships_configs_and_data_and_is_not_this_checkout(installed, tmp_path):
     code = ("import medlora, medlora.data.csv_input as c, medlora.config.workspace as w; "
+            "from medlora.data.consumer import read_set; "
             "print(medlora.__file__); print(c.PACKAGED_CSV.stat().st_size); "
-            "print(sorted(p.name for p in (w.PACKAGED_CONF / 'study').glob('*.yaml')))")
+            "print(sorted(p.name for p in (w.PACKAGED_CONF / 'study').glob('*.yaml'))); print(len(read_set()))")
     out = run([installed / "python", "-c", code], cwd=tmp_path).stdout.splitlines()
     assert str(ROOT) not in out[0] and "site-packages" in out[0]
     assert int(out[1]) > 1_000_000  # MedQuAD inside the wheel
     assert "default.yaml" in out[2]
+    assert int(out[3]) >= 160  # the consumer question set inside the wheel
     triage = ("import medlora; from medlora.answers.safety import triage; "
               "print(triage('i cant breathe').kind, triage('What is glaucoma?'))")
     assert run([installed / "python", "-c", triage], cwd=tmp_path).stdout.split() == ["emergency", "None"]

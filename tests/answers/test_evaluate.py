@@ -16,7 +16,9 @@ from medlora import tracking
 from medlora.config import load_run_config
 from medlora.errors import UserError
 from medlora.answers.evaluate import evaluate
+from medlora.answers.evaluate import test_sample as sample_questions  # not a test: pytest would collect it
 from medlora.answers.metrics import repeats_a_4gram, rouge_l
+from medlora.data.consumer import read_set
 from medlora.training.run import train
 
 
@@ -81,3 +83,35 @@ def test_an_unknown_adapter_is_refused_before_any_work(tmp_path, model_cache, sm
     with pytest.raises(UserError, match="evaluate.adapter='no-such-thing'"):
         evaluate(cfg)
     assert not (tmp_path / "experiments" / "evaluation").exists()
+
+
+def _consumer_overrides(root, model_cache, default_processed) -> list[str]:
+    """The tiny model and outputs under ``root``, but the default data split: the consumer set is written for it."""
+    keep = [o for o in isolated_overrides(root, model_cache, root / "unused.csv")
+            if not o.startswith(("data.csv=", "paths.processed="))]
+    return keep + [f"paths.processed={default_processed}", "evaluate.questions_set=consumer"]
+
+
+def test_the_consumer_set_takes_the_place_of_the_test_sample(tmp_path, model_cache, default_processed):
+    overrides = _consumer_overrides(tmp_path, model_cache, default_processed)
+    test_half = read_set().query("half == 'test'")
+    everything = sample_questions(load_run_config(overrides + ["evaluate.questions=1000"]))  # fewer than asked: all
+    assert sorted(r["messages"][-2]["content"] for r in everything) == sorted(test_half["message"])
+    some = sample_questions(load_run_config(overrides + ["evaluate.questions=7", "evaluate.seed=3"]))
+    assert len(some) == 7 and some == sample_questions(load_run_config(overrides + ["evaluate.questions=7",
+                                                                                "evaluate.seed=3"]))
+    split = sample_questions(load_run_config(overrides + ["evaluate.questions_set=split", "evaluate.questions=7"]))
+    assert not {r["messages"][-2]["content"] for r in split} & set(test_half["message"])
+
+
+def test_evaluate_on_the_consumer_set_says_so(tmp_path, model_cache, default_processed):
+    cfg = load_run_config(_consumer_overrides(tmp_path, model_cache, default_processed)
+                          + ["evaluate.questions=4", "evaluate.rows=[base,retrieval]", "generation.max_tokens=6"])
+    table, out, md = evaluate(cfg)
+    assert [t["row"] for t in table] == ["base", "retrieval"] and md.startswith("Consumer set, test half")
+    answers = pd.read_csv(out / "answers.csv", keep_default_na=False)
+    messages = dict(zip(read_set()["id"], read_set()["message"]))
+    assert len(answers) == 4 and all(i.startswith("t") for i in answers["consumer_id"])
+    assert list(answers["question"]) == [messages[i] for i in answers["consumer_id"]]
+    tracking.connect(cfg.paths)
+    assert MlflowClient().get_run(out.name).data.params["evaluate.questions_set"] == "consumer"

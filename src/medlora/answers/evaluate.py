@@ -1,6 +1,9 @@
 """Held-out evaluation: base model vs adapter vs retrieval baseline vs retrieval-augmented answers.
 
-On a seeded sample of the **test** split (never trained on, never used to pick a trial):
+On a seeded sample of the **test** split (never trained on, never used to pick a trial), either its
+own MedQuAD questions (``evaluate.questions_set=split``) or the test half of the consumer set
+(``consumer``: messages as people write them, about the test split's conditions, scored against
+the MedQuAD answers they ask for; :mod:`medlora.data.consumer`):
 
 - ``base``: the embedded model as shipped;
 - ``adapter``: base + a LoRA adapter (the registry's ``champion`` by default);
@@ -14,7 +17,8 @@ length in words. Model rows also get the test loss (mean answer-token cross-entr
 training objective) and its perplexity. Generation settings come from ``generation`` and are
 the same for every row. The answers are scored as the model generates them: no safety triage,
 caution line or answer check (:mod:`medlora.answers.safety`) is applied, so the table measures the
-model itself (the test questions are MedQuAD's, none of which the triage flags).
+model itself (the triage flags none of MedQuAD's test questions, and a few of the consumer set's
+messages: ``medlora/data/README.md``).
 """
 
 from __future__ import annotations
@@ -28,16 +32,24 @@ from medlora import tracking
 from medlora.answers.metrics import METRICS, Row, evaluation_figure, markdown_table, score
 from medlora.answers.retrieval import BM25, context_prompt
 from medlora.config import RunConfig
-from medlora.data import splits
+from medlora.data import consumer, splits
 from medlora.errors import UserError
 from medlora.files import publish_dir, temporary_dir
 from medlora.models.generation import generate_answers, load_with_adapter
 from medlora.models.load import load_model
 
+QUESTION_SETS = {"split": "Held-out test split", "consumer": "Consumer set, test half (people's wording)"}
+
+
 def test_sample(cfg: RunConfig) -> list[dict]:
-    """``evaluate.questions`` records of the test split, a seeded sample (all of it if smaller)."""
-    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
-    records = splits.load_split(split_dir, "test")
+    """``evaluate.questions`` records of the ``evaluate.questions_set``, a seeded sample (all of it if smaller):
+    the test split's own records, or the consumer set's test half (same record format, the consumer
+    message as the question)."""
+    if cfg.evaluate.questions_set == "consumer":
+        records = consumer.consumer_records(cfg, "test")
+    else:
+        split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
+        records = splits.load_split(split_dir, "test")
     if not records:
         raise UserError(f"the test split of {cfg.data.csv} is empty (fix: data.test_fraction above 0)")
     return random.Random(cfg.evaluate.seed).sample(records, min(cfg.evaluate.questions, len(records)))
@@ -133,7 +145,7 @@ def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
     references = [r["messages"][-1]["content"] for r in records]
     print(f"medlora: scoring {len(rows)} rows x {len(records)} answers", file=sys.stderr)
     table = score(rows, references, embedder)
-    md = markdown_table(table, label, len(records))
+    md = markdown_table(table, label, len(records), QUESTION_SETS[cfg.evaluate.questions_set])
     out = _record(cfg, table, rows, records, label, md)
     if version is not None:  # the champion's model card gets the table
         from mlflow.tracking import MlflowClient
@@ -152,11 +164,14 @@ def _record(cfg: RunConfig, table: list[dict], rows: list[Row], records: list[di
     answers = pd.DataFrame({"question": [r["messages"][-2]["content"] for r in records],
                             "reference": [r["messages"][-1]["content"] for r in records],
                             "url": [r.get("url") or "" for r in records],
+                            **({"consumer_id": [r["consumer_id"] for r in records]}
+                               if cfg.evaluate.questions_set == "consumer" else {}),
                             **{row.name: row.answers for row in rows}})
-    figure = evaluation_figure(table, title=f"test split, {len(records)} questions")
+    figure = evaluation_figure(table, title=f"{QUESTION_SETS[cfg.evaluate.questions_set]}, {len(records)} questions")
     with tracking.tracked_run(cfg.paths, cfg.experiment_name, cfg.run_name or "evaluate",
                               tags={"medlora.kind": "evaluation", "adapter": label}) as run:
-        mlflow.log_params({"evaluate.questions": len(records), "evaluate.seed": cfg.evaluate.seed,
+        mlflow.log_params({"evaluate.questions": len(records), "evaluate.questions_set": cfg.evaluate.questions_set,
+                           "evaluate.seed": cfg.evaluate.seed,
                            "evaluate.adapter": cfg.evaluate.adapter, "adapter_label": label,
                            **{f"generation.{k}": v for k, v in cfg.generation.model_dump().items()}})
         mlflow.log_metrics({f"{t['row']}.{m}": t[m] for t in table for m in METRICS if math.isfinite(t[m])})

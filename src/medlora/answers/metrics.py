@@ -60,9 +60,10 @@ def score(rows: list[Row], references: list[str], embedder) -> list[dict]:
     return table
 
 
-def markdown_table(table: list[dict], label: str, n: int) -> str:
+def markdown_table(table: list[dict], label: str, n: int, questions: str = "Held-out test split") -> str:
+    """The table as markdown, under a line naming the question set (``questions``) and its size."""
     names = {"adapter": f"adapter ({label})", "rag": f"rag ({label} + retrieved answers)"}
-    lines = [f"Held-out test split, {n} questions.", "",
+    lines = [f"{questions}, {n} questions.", "",
              "| row | ROUGE-L | similarity | repetition rate | mean words | test loss | perplexity |",
              "|---|---|---|---|---|---|---|"]
     for t in table:

@@ -29,6 +29,7 @@ examples:
   medlora ask "What is glaucoma?" ask.rag=true   # retrieved NIH answers given as context
   medlora evaluate                         # test split: base vs champion vs retrieval vs RAG
   medlora evaluate evaluate.questions=20 evaluate.rows=[base,adapter] evaluate.adapter=<run id>
+  medlora evaluate evaluate.questions_set=consumer   # on messages as people write them (consumer set)
   medlora serve --port 8001                # OpenAI-compatible chat API for the champion (this machine only)
   medlora export                           # champion fused -> exports/<name>/ (mlx-lm folder + f16 GGUF), checked
   medlora ui --open study.name=default     # MLflow UI on the workspace's store, on the study's trials

@@ -158,6 +158,7 @@ class AskConfig(Section):
 
 class EvaluateConfig(Section):
     questions: PositiveInt
+    questions_set: Literal["split", "consumer"]  # the test split's own questions | the consumer set's test half
     seed: int
     adapter: str  # "champion", an MLflow run id, or an adapter folder
     rows: Annotated[tuple[Literal["base", "adapter", "retrieval", "rag"], ...], Field(strict=False, min_length=1)]
