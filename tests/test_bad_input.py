@@ -60,7 +60,7 @@ OVERRIDE_CASES = {
     "too_many_layers": (["train", "lora.num_layers=99"], "lora.num_layers=99"),
     "empty_search_space": (["sweep", "study.search_space=null"], "search_space is empty"),
     "unknown_search_key": (["sweep", "+study.search_space.train.nope={type: int, low: 1, high: 2}"], "train.nope"),
-    "inverted_range": (["sweep", "study.search_space.train.iters.low=50", "study.search_space.train.iters.high=10"],
+    "inverted_range": (["sweep", "study.search_space.lora.num_layers.low=10", "study.search_space.lora.num_layers.high=4"],
                        "low <= high"),
     "log_scale_zero": (["sweep", "study.search_space.train.learning_rate.low=0"], "log scale"),
     "empty_choices": (["sweep", "study.search_space.train.batch_size.choices=[]"], "choices"),
@@ -89,7 +89,10 @@ OVERRIDE_CASES = {
                           "hugging face hub"),
     "batch_zero_in_search_space": (["sweep", "study=tiny", "study.search_space.train.batch_size.choices=[0,2]"],
                                    "can propose 0"),
-    "iters_below_eval_in_space": (["sweep", "study.search_space.train.iters.low=10"], "can propose 10"),
+    "iters_below_eval_in_space": (["sweep", "study=tiny", "study.search_space.train.iters.low=2"], "can propose 2"),
+    "fidelity_and_iters_searched": (["sweep", "+study.search_space.train.iters={type: int, low: 50, high: 100}"],
+                                    "study.fidelity sets each trial's train.iters"),
+    "rungs_not_whole": (["sweep", "study.fidelity.max_examples=100"], "not divisible"),
     "tracking_server_down": (["ask", "What is glaucoma?", "paths.mlflow_server=http://127.0.0.1:9"],
                              "does not answer"),
     "evaluate_without_champion": (["evaluate"], "no champion"),
@@ -203,7 +206,7 @@ def _champion_with_a_truncated_adapter(root: Path, overrides: list[str]) -> list
 
 def _study_resumed_with_another_space(root: Path, overrides: list[str]) -> list[str]:
     from medlora.config import compose, to_study_config
-    from medlora.study.objective import distribution
+    from medlora.study.space import distribution
     from medlora.study.storage import load_study
 
     study_cfg = to_study_config(compose([*overrides, "study=tiny"]))

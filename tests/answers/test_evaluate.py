@@ -16,7 +16,7 @@ from medlora import tracking
 from medlora.config import load_run_config
 from medlora.errors import UserError
 from medlora.answers.evaluate import evaluate
-from medlora.answers.evaluate import test_sample as sample_questions  # not a test: pytest would collect it
+from medlora.data.questions import test_sample as sample_questions  # not a test: pytest would collect it
 from medlora.answers.metrics import repeats_a_4gram, rouge_l
 from medlora.data.consumer import read_set
 from medlora.training.run import train

@@ -42,6 +42,9 @@ def swept(tmp_path_factory, model_cache, small_csv):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(objective, "train", recording_train)
+        # the space untrimmed (batch 64 kept), so the safety net for what the trimming cannot see (a searched
+        # max_seq_length, say) is exercised: tests/study/test_fidelity.py checks the trimming itself
+        mp.setattr(study, "fitting_space", lambda study_cfg, *args: study_cfg)
         result, study_cfg = run_sweep(overrides)
     return result, study_cfg, overrides, trained_batch_sizes
 
@@ -288,13 +291,12 @@ def test_ask_answers_a_red_flag_with_triage_and_loads_no_model(monkeypatch, caps
 
 
 def test_baseline_params_come_from_the_run_config_moved_into_the_space():
-    overrides = ["train.batch_size=4", "train.iters=100", "train.learning_rate=2e-4", "lora.num_layers=7"]
+    overrides = ["train.batch_size=4", "train.learning_rate=2e-3", "lora.num_layers=7", "lora.rank=8"]
     composed = compose(overrides)
     params = study.baseline_params(to_study_config(composed), load_run_config(overrides))
     space = {s.key: s for s in to_study_config(composed).search_space}
-    assert params["train.batch_size"] == 4
-    assert params["train.learning_rate"] == pytest.approx(2e-4)
-    assert params["train.iters"] == space["train.iters"].high  # 100 is outside the space: clipped
+    assert params["train.batch_size"] == 4 and params["lora.rank"] == 8 and params["train.lr_schedule"] == "constant"
+    assert params["train.learning_rate"] == space["train.learning_rate"].high  # 2e-3 is outside the space: clipped
     assert params["lora.num_layers"] in (6, 8)  # snapped to the step-2 grid
 
 

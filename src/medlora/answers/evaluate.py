@@ -24,7 +24,6 @@ messages: ``medlora/data/README.md``).
 from __future__ import annotations
 
 import math
-import random
 import sys
 from pathlib import Path
 
@@ -32,27 +31,14 @@ from medlora import tracking
 from medlora.answers.metrics import METRICS, Row, evaluation_figure, markdown_table, score
 from medlora.answers.retrieval import BM25, context_prompt
 from medlora.config import RunConfig
-from medlora.data import consumer, splits
+from medlora.data import splits
+from medlora.data.questions import test_sample
 from medlora.errors import UserError
 from medlora.files import publish_dir, temporary_dir
 from medlora.models.generation import generate_answers, load_with_adapter
 from medlora.models.load import load_model
 
 QUESTION_SETS = {"split": "Held-out test split", "consumer": "Consumer set, test half (people's wording)"}
-
-
-def test_sample(cfg: RunConfig) -> list[dict]:
-    """``evaluate.questions`` records of the ``evaluate.questions_set``, a seeded sample (all of it if smaller):
-    the test split's own records, or the consumer set's test half (same record format, the consumer
-    message as the question)."""
-    if cfg.evaluate.questions_set == "consumer":
-        records = consumer.consumer_records(cfg, "test")
-    else:
-        split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
-        records = splits.load_split(split_dir, "test")
-    if not records:
-        raise UserError(f"the test split of {cfg.data.csv} is empty (fix: data.test_fraction above 0)")
-    return random.Random(cfg.evaluate.seed).sample(records, min(cfg.evaluate.questions, len(records)))
 
 
 def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:

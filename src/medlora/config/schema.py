@@ -127,6 +127,9 @@ class TrainConfig(Section):
     eval_cpu_streams: PositiveInt  # the same for validation batches
     fast_math: bool  # medlora.models.fastmath: a faster exp in SwiGLU while training and validating
     truncation: Literal["sentence", "hard"]  # long answers end at their last whole sentence, or mid-sentence
+    validate_base: bool  # false: skip the loss of the untrained model (iteration 0), the same for every study trial
+    lr_schedule: Literal["constant", "cosine"]  # cosine: linear warm-up, then cosine decay to 10% at the last step
+    warmup: Annotated[float, Field(ge=0, lt=1)]  # cosine's warm-up, as a fraction of train.iters
 
     @model_validator(mode="after")
     def _evaluations_fit(self) -> TrainConfig:
@@ -140,6 +143,7 @@ class TrainConfig(Section):
 class ProbeConfig(Section):
     questions: Strings
     max_tokens: PositiveInt
+    when: Literal["every_eval", "last_eval"]  # last_eval: only the final evaluation (a study's trials)
 
 
 class GenerationConfig(Section):

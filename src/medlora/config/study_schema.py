@@ -45,8 +45,32 @@ class SamplerConfig(Section):
     n_startup_trials: PositiveInt  # random trials before TPE starts modelling
 
 
+class FidelityConfig(Section):
+    """Examples seen (steps x batch size) as a trial's budget: successive halving over rungs.
+
+    Rung k is at ``max_examples / reduction_factor**(rungs-1-k)`` examples; a trial is validated
+    at every multiple of the first rung, so its best step is found, not assumed.
+    """
+
+    max_examples: PositiveInt  # the top rung: what a trial that is never pruned trains on
+    reduction_factor: Annotated[int, Field(ge=2)]  # 1 in reduction_factor trials goes on to the next rung
+    rungs: PositiveInt
+
+    @property
+    def min_examples(self) -> int:
+        return self.max_examples // self.reduction_factor ** (self.rungs - 1)
+
+    @model_validator(mode="after")
+    def _whole_rungs(self) -> FidelityConfig:
+        if self.max_examples % self.reduction_factor ** (self.rungs - 1):
+            raise ValueError(f"study.fidelity.max_examples={self.max_examples} is not divisible by "
+                             f"reduction_factor**(rungs-1)={self.reduction_factor ** (self.rungs - 1)} "
+                             "(fix: e.g. max_examples=288 with reduction_factor=3 and rungs=3)")
+        return self
+
+
 class PrunerConfig(Section):
-    name: Literal["median", "threshold", "none"]
+    name: Literal["asha", "median", "threshold", "none"]
     n_startup_trials: NonNegativeInt  # trials that are never pruned (they set the median)
     n_warmup_steps: NonNegativeInt  # steps before any pruning
     n_min_trials: PositiveInt  # completed trials that must have reached a step before one is compared there
@@ -71,9 +95,29 @@ class StudyConfig(Section):
     enqueue_baseline: bool  # trial 0 = the run config's own values (moved into the search space)
     sampler: SamplerConfig
     pruner: PrunerConfig
+    fidelity: FidelityConfig | None  # null: train.iters as configured or searched (no rungs)
     search_space: Annotated[tuple[ParamSpec, ...], Field(strict=False)]
     trial_overrides: Strings  # "key=value" applied to every trial
     dir: AnyPath  # <paths.experiments>/<name>: optuna.db, trials.csv, best.yaml, figures/
+
+    @model_validator(mode="after")
+    def _fidelity_fits(self) -> StudyConfig:
+        keys = {spec.key: spec for spec in self.search_space}
+        if self.fidelity is None:
+            if self.pruner.name == "asha":
+                raise ValueError("study.pruner.name=asha needs study.fidelity (fix: study.fidelity="
+                                 "{max_examples: 288, reduction_factor: 3, rungs: 3}, or study.pruner.name=median)")
+            return self
+        if "train.iters" in keys:
+            raise ValueError("study.fidelity sets each trial's train.iters, which the search space also searches "
+                             "(fix: study.search_space.train.iters=null, or study.fidelity=null)")
+        batch = keys.get("train.batch_size")
+        odd = [b for b in (batch.choices or ()) if self.fidelity.min_examples % int(b)] if batch else []
+        if odd:
+            raise ValueError(f"study.search_space train.batch_size choices {odd} do not divide the first rung "
+                             f"({self.fidelity.min_examples} examples) (fix: batch sizes that divide it, or "
+                             "another study.fidelity.max_examples)")
+        return self
 
     @model_validator(mode="after")
     def _grace_outlasts_heartbeat(self) -> StudyConfig:

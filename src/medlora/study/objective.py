@@ -17,23 +17,33 @@ import yaml
 from mlx_lm.tuner.callbacks import TrainingCallback
 
 from medlora import liveness, tracking
-from medlora.config import ParamSpec, RunConfig, StudyConfig, load_run_config
+from medlora.config import RunConfig, StudyConfig, TrainConfig, load_run_config
+from medlora.study.space import suggest_all
 from medlora.config.secrets import mask
 from medlora.training import memory, memory_guard
 from medlora.training.run import KEY_SETTINGS, train
 
 
 class PruningCallback(TrainingCallback):
-    """Report every validation loss to the trial; raise ``TrialPruned`` when the pruner says so."""
+    """Report every validation loss to the trial; raise ``TrialPruned`` when the pruner says so.
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
+    Without a fidelity the step reported is the iteration. With one it is the rung in examples
+    (steps x batch size), so trials of different batch sizes meet at the same rungs: mlx-lm validates
+    *before* the step whose number is a multiple of ``train.steps_per_eval``, so every trial's value for
+    a rung is measured one step before that step completes it."""
+
+    def __init__(self, trial: optuna.Trial, examples_per_step: int | None = None,
+                 why: str = "the median of earlier trials", last_rung: float = float("inf")):
+        self.trial, self.examples_per_step, self.why, self.last_rung = trial, examples_per_step, why, last_rung
 
     def on_val_loss_report(self, info: dict) -> None:
-        self.trial.report(info["val_loss"], step=info["iteration"])
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"val loss {info['val_loss']:.3f} at iteration {info['iteration']} "
-                                     "is worse than the median of earlier trials")
+        if info["iteration"] == 0:
+            return  # the base model: the same loss in every trial
+        step = info["iteration"] if self.examples_per_step is None else (info["iteration"] + 1) * self.examples_per_step
+        self.trial.report(info["val_loss"], step=step)
+        if step < self.last_rung and self.trial.should_prune():  # a trial at the top rung has paid: it completes
+            where = f"iteration {step}" if self.examples_per_step is None else f"{step} examples"
+            raise optuna.TrialPruned(f"val loss {info['val_loss']:.3f} at {where} is worse than {self.why}")
 
 
 @dataclass(frozen=True)
@@ -41,28 +51,19 @@ class StudyContext:
     study_cfg: StudyConfig
     base_overrides: tuple[str, ...]  # the user's command-line overrides (minus study.*)
     memory_model: memory.MemoryModel
-
-
-def distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution:
-    """The Optuna distribution of one searched key."""
-    if spec.type == "categorical":
-        return optuna.distributions.CategoricalDistribution(list(spec.choices))
-    if spec.type == "int":
-        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log,
-                                                    step=int(spec.step or 1))
-    return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
-
-
-def suggest(trial: optuna.Trial, spec: ParamSpec):
-    if spec.type == "categorical":
-        return trial.suggest_categorical(spec.key, list(spec.choices))
-    if spec.type == "int":
-        return trial.suggest_int(spec.key, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
-    return trial.suggest_float(spec.key, float(spec.low), float(spec.high), step=spec.step, log=spec.log)
+    defaults: TrainConfig  # the run config's train section (with the study's trial overrides): what is not searched
 
 
 def trial_overrides(ctx: StudyContext, params: dict) -> list[str]:
-    return [*ctx.base_overrides, *ctx.study_cfg.trial_overrides, *(f"{k}={v}" for k, v in params.items())]
+    """The overrides of one trial: the user's, the study's, the drawn values, and (with a fidelity) the
+    iterations and evaluation interval that make the rungs whole numbers of examples for its batch size."""
+    overrides = [*ctx.base_overrides, *ctx.study_cfg.trial_overrides, *(f"{k}={v}" for k, v in params.items())]
+    fidelity = ctx.study_cfg.fidelity
+    if fidelity is not None:
+        batch = params.get("train.batch_size", ctx.defaults.batch_size)
+        overrides += [f"train.iters={-(-fidelity.max_examples // batch)}",
+                      f"train.steps_per_eval={max(1, fidelity.min_examples // batch)}"]
+    return overrides
 
 
 def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
@@ -72,7 +73,7 @@ def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
 def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     trial.set_user_attr("worker", liveness.me())  # first: a rerun on this host can tell at once that it died
     cap = ctx.study_cfg.memory_cap_gb
-    params = {spec.key: suggest(trial, spec) for spec in ctx.study_cfg.search_space}
+    params = suggest_all(trial, ctx.study_cfg, ctx.memory_model, ctx.defaults, n_blocks)
     overrides = trial_overrides(ctx, params)
     trial.set_user_attr("overrides", [mask(o) for o in overrides])  # what reproduces it, passwords masked
     cfg = load_run_config(overrides + [f"run_name={trial_run_name(ctx.study_cfg.name, trial.number)}",
@@ -91,7 +92,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     try:
         result = train(
             cfg, nested=True, tags=tags,
-            extra_callbacks=[PruningCallback(trial), memory_guard.MemoryGuard(cap)],
+            extra_callbacks=[pruning_callback(trial, ctx, cfg), memory_guard.MemoryGuard(cap)],
             extra_params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)},
             param_keys=params,
             stop_exceptions={optuna.TrialPruned: "pruned", memory_guard.MemoryCapExceeded: "over cap"},
@@ -113,6 +114,14 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     })
     mlflow.log_metrics({"trial_value": result.best_val_loss}, run_id=result.run_id)
     return result.best_val_loss
+
+
+def pruning_callback(trial: optuna.Trial, ctx: StudyContext, cfg: RunConfig) -> PruningCallback:
+    if ctx.study_cfg.fidelity is None:
+        return PruningCallback(trial)
+    fidelity = ctx.study_cfg.fidelity
+    return PruningCallback(trial, cfg.train.batch_size, last_rung=fidelity.max_examples,
+                           why=f"the best 1 in {fidelity.reduction_factor} of the trials that reached this rung")
 
 
 def skip_infeasible(trial: optuna.Trial, cfg: RunConfig, tags: dict, predicted: float, cap: float,

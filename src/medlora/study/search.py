@@ -23,8 +23,9 @@ from medlora.config.secrets import mask
 from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
-from medlora.study import overview, report
-from medlora.study.objective import StudyContext, distribution, objective
+from medlora.study import overview, report, verdict
+from medlora.study.objective import StudyContext, objective
+from medlora.study.space import distribution, fitting_space
 from medlora.study.storage import existing_study, load_study, open_storage
 from medlora.training import memory
 
@@ -58,12 +59,21 @@ def check_same_space(study: optuna.Study, study_cfg: StudyConfig) -> None:
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
         changed = [f"{key}: {_shown(trial.distributions.get(key))} -> {_shown(wanted.get(key))}"
                    for key in sorted(set(wanted) | set(trial.distributions))
-                   if trial.distributions.get(key) != wanted.get(key)]
+                   if not _same(trial.distributions.get(key), wanted.get(key))]
         if changed:
             raise UserError(f"study {study_cfg.name!r} was run with another search space ({'; '.join(changed)}) "
                             f"(fix: a new study.name for the new space, e.g. study.name={study_cfg.name}-2, or "
                             "resume with the space it had)")
         return  # one trial's distributions are the study's: Optuna checks the rest
+
+
+def _same(stored, wanted) -> bool:
+    """Equal, or an int range whose upper end a trial lowered to fit the cap (:func:`space.suggest_all`)."""
+    if stored == wanted:
+        return True
+    ints = optuna.distributions.IntDistribution
+    return (isinstance(stored, ints) and isinstance(wanted, ints) and stored.low == wanted.low
+            and stored.step == wanted.step and stored.log == wanted.log and stored.high <= wanted.high)
 
 
 def _shown(dist) -> str:
@@ -123,9 +133,12 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
     if not study_cfg.storage.startswith(f"sqlite:///{study_cfg.dir.resolve()}"):
         open_storage(study_cfg.storage)  # a server or journal elsewhere: reachable, before anything is written
     resumed = _existing(study_cfg)
+    n_blocks, mem = checked_memory_model(study_cfg, run_cfg, base_overrides)
+    trial_cfg = load_run_config([*base_overrides, *study_cfg.trial_overrides])
+    study_cfg = fitting_space(study_cfg, mem, trial_cfg.train, n_blocks if run_cfg.lora.num_layers == -1
+                              else run_cfg.lora.num_layers)
     if resumed is not None:
         check_same_space(resumed, study_cfg)
-    n_blocks, mem = checked_memory_model(study_cfg, run_cfg, base_overrides)
     splits.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
     study = load_study(study_cfg)
     memory.save(mem, study_cfg.dir / "memory_model.json")
@@ -133,7 +146,7 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
         # trial 0 is the run config as it stands, so the study shows what searching gained over it
         study.enqueue_trial(baseline_params(study_cfg, run_cfg), user_attrs={"baseline": True})
     fail_dead_trials(study)
-    ctx = StudyContext(study_cfg, tuple(base_overrides), mem)
+    ctx = StudyContext(study_cfg, tuple(base_overrides), mem, trial_cfg.train)
 
     searched = [spec.key for spec in study_cfg.search_space]
     experiment = tracking.experiment_id(run_cfg.paths, study_cfg.name)  # connects
@@ -159,10 +172,20 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
                 catch=(),
                 gc_after_trial=True,
             )
-        best = report.write_study_outputs(study, study_cfg, parent_run=True)["best"]
-        overview.mark_best(MlflowClient(), parent.info.run_id, best.user_attrs.get("run_id") if best else None)
-        overview.describe(MlflowClient(), parent.info.run_id, searched)
+        finish(study, study_cfg, trial_cfg, parent.info.run_id, searched, rejudge=remaining > 0)
     return study
+
+
+def finish(study: optuna.Study, study_cfg: StudyConfig, trial_cfg: RunConfig, parent_run_id: str,
+           searched: list[str], rejudge: bool) -> None:
+    """The verdict (again only if trials ran since the last one), outputs, and the parent run's overview."""
+    if rejudge or not (study_cfg.dir / "verdict.json").exists():
+        judged = verdict.judge(trial_cfg, study)
+        if judged is not None:
+            verdict.record(judged, study_cfg.dir, parent_run_id)
+    best = report.write_study_outputs(study, study_cfg, parent_run=True)["best"]
+    overview.mark_best(MlflowClient(), parent_run_id, best.user_attrs.get("run_id") if best else None)
+    overview.describe(MlflowClient(), parent_run_id, searched)
 
 
 def checked_memory_model(study_cfg: StudyConfig, run_cfg: RunConfig,

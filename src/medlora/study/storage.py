@@ -15,7 +15,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from medlora.config import StudyConfig
 from medlora.config.secrets import mask
-from medlora.config.study_schema import PrunerConfig, SamplerConfig
+from medlora.config.study_schema import FidelityConfig, PrunerConfig, SamplerConfig
 from medlora.errors import UserError
 
 
@@ -50,7 +50,11 @@ def make_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.n_startup_trials)
 
 
-def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
+def make_pruner(cfg: PrunerConfig, fidelity: FidelityConfig | None = None) -> optuna.pruners.BasePruner:
+    if cfg.name == "asha":  # successive halving on examples seen: rungs at min_examples * reduction_factor**k
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=fidelity.min_examples,
+                                                      reduction_factor=fidelity.reduction_factor,
+                                                      min_early_stopping_rate=0)
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
     if cfg.name == "threshold":  # prune any trial whose val loss is above `upper`
@@ -84,7 +88,7 @@ def load_study(study_cfg: StudyConfig) -> optuna.Study:
         study_name=study_cfg.name,
         storage=storage,
         sampler=make_sampler(study_cfg.sampler),
-        pruner=make_pruner(study_cfg.pruner),
+        pruner=make_pruner(study_cfg.pruner, study_cfg.fidelity),
         direction="minimize",
         load_if_exists=True,
     )

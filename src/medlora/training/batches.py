@@ -36,16 +36,23 @@ def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     return train_set, valid_set
 
 
-def batch_iterator(train_seed: int, eval_batch_size: int, extend_train=None, extend_eval=None):
+def batch_iterator(train_seed: int, eval_batch_size: int, extend_train=None, extend_eval=None,
+                   skip_first_eval: bool = False):
     """mlx-lm's ``iterate_batches``, seeded; evaluation (``loop=False``) always uses the same batches.
 
     Validation runs with its own batch size so that its loss is over the same
     examples whatever the training batch size is. ``extend_*`` add what the loss needs
-    beyond ``(batch, lengths)`` (see :func:`medlora.loss.training_loss`).
+    beyond ``(batch, lengths)`` (see :func:`medlora.loss.training_loss`). ``skip_first_eval``: the first
+    evaluation (mlx-lm's, of the untrained model) sees one example only; its loss is not used.
     """
+    evaluations = 0
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        nonlocal evaluations
         if not loop:
+            evaluations += 1
+            if skip_first_eval and evaluations == 1:
+                dataset = [dataset[0]]
             batch_size = min(eval_batch_size, len(dataset))
         extend = (extend_train if loop else extend_eval) or (lambda batches: batches)
         return _stoppable(extend(mlx_iterate_batches(

@@ -61,8 +61,8 @@ class MetricsLogger(TrainingCallback):
     the running minimum, so a run stopped early (pruned) has one too.
     """
 
-    def __init__(self, history: History):
-        self.history = history
+    def __init__(self, history: History, skip_base: bool = False):
+        self.history, self.skip_base = history, skip_base
 
     def on_train_loss_report(self, info: dict) -> None:
         h = self.history
@@ -82,6 +82,8 @@ class MetricsLogger(TrainingCallback):
         kill_point("train")
 
     def on_val_loss_report(self, info: dict) -> None:
+        if info["iteration"] == 0 and self.skip_base:
+            return  # not measured (train.validate_base=false): one example only, so mlx-lm's loop goes on
         if not math.isfinite(info["val_loss"]):
             raise FloatingPointError(
                 f"validation loss is {info['val_loss']} at iteration {info['iteration']}: training diverged "
@@ -131,15 +133,17 @@ class ProbeSampler(TrainingCallback):
     and rewritten as ``samples.html``, every answer in full, one evaluation after another."""
 
     def __init__(self, model, tokenizer, questions: tuple[str, ...], max_tokens: int,
-                 system_prompt: str | None = None, artifact_file: str = "samples.json"):
+                 system_prompt: str | None = None, artifact_file: str = "samples.json",
+                 only_at: int | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.questions, self.max_tokens = questions, max_tokens
         self.system_prompt = system_prompt
         self.artifact_file = artifact_file
+        self.only_at = only_at  # answer at this iteration only (the last evaluation), not at every one
         self.evaluations: list[tuple[int, float, list[str]]] = []  # (iteration, val loss, answers)
 
     def on_val_loss_report(self, info: dict) -> None:
-        if not self.questions:
+        if not self.questions or self.only_at not in (None, info["iteration"]):
             return
         tic = time.perf_counter()
         self.model.eval()

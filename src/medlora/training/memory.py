@@ -49,6 +49,11 @@ class MemoryModel:
         train_gb = self.base_gb + tokens * (self.per_token_gb + self.per_token_layer_gb * lora_layers)
         return SAFETY * max(train_gb, self.eval_gb)
 
+    def max_layers(self, batch_size: int, max_seq_length: int, cap_gb: float, low: int, high: int, step: int) -> int:
+        """The most LoRA layers in ``low, low+step, ..., high`` predicted within ``cap_gb`` (``low`` if none is)."""
+        fitting = [n for n in range(low, high + 1, step) if self.predict_gb(batch_size, max_seq_length, n) <= cap_gb]
+        return max(fitting, default=low)
+
 
 def calibration_key(cfg: RunConfig) -> str:
     lora = (cfg.lora.rank, cfg.lora.keys)

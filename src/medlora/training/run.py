@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.trainer import TrainingArgs
 from mlx_lm.tuner.trainer import train as mlx_train
+from mlx_lm.tuner.utils import build_schedule
 from mlx_lm.utils import get_total_parameters
 
 from medlora import tracking
@@ -53,8 +54,8 @@ OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
 # The settings logged as MLflow params, what a person compares across runs; the whole resolved config
 # is the run's artifact config.yaml. A study adds the keys it searches.
 KEY_SETTINGS = ("model.name", "lora.rank", "lora.scale", "lora.num_layers", "lora.dropout", "train.batch_size",
-                "train.iters", "train.learning_rate", "train.optimizer", "train.max_seq_length", "train.truncation",
-                "train.loss", "train.val_examples", "train.seed")
+                "train.iters", "train.learning_rate", "train.lr_schedule", "train.optimizer", "train.max_seq_length",
+                "train.truncation", "train.loss", "train.val_examples", "train.seed")
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,10 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     """mlx-lm's trainer with medlora's callbacks; the best and final adapters logged to the active run."""
     best = BestAdapterKeeper(model, tmp / "best", adapter_cfg)
     callbacks = CallbackList([
-        MetricsLogger(history),
+        MetricsLogger(history, skip_base=not cfg.train.validate_base),
         best,
-        ProbeSampler(model, tokenizer, cfg.probes.questions, cfg.probes.max_tokens, cfg.data.system_prompt),
+        ProbeSampler(model, tokenizer, cfg.probes.questions, cfg.probes.max_tokens, cfg.data.system_prompt,
+                     only_at=cfg.train.iters - 1 if cfg.probes.when == "last_eval" else None),
         *extra_callbacks,
     ])
     args = TrainingArgs(
@@ -138,18 +140,29 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
         grad_checkpoint=cfg.train.grad_checkpoint,
     )
     (tmp / "final").mkdir()
-    optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=cfg.train.learning_rate)
+    optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=learning_rate_schedule(cfg.train))
     loss, extend_train, extend_eval = training_loss(cfg.train, model)
     reset_peaks()
     streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
     with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams):
         mlx_train(model, optimizer, *datasets, args=args, loss=loss, training_callback=callbacks,
-                  iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train, extend_eval))
+                  iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train, extend_eval,
+                                                 skip_first_eval=not cfg.train.validate_base))
     save_adapter(model, tmp / "final", {**adapter_cfg, "iteration": cfg.train.iters})
     kill_point("log_artifacts")
     tracking.log_dir(tmp / "best", "adapters/best")
     tracking.log_dir(tmp / "final", "adapters/final")
     return best
+
+
+def learning_rate_schedule(train_cfg):
+    """``train.learning_rate`` as is (constant), or warm-up + cosine decay (mlx-lm's ``build_schedule``)."""
+    if train_cfg.lr_schedule == "constant":
+        return train_cfg.learning_rate
+    warmup = int(train_cfg.warmup * train_cfg.iters)
+    lr = train_cfg.learning_rate
+    return build_schedule({"name": "cosine_decay", "warmup": warmup, "warmup_init": lr / 100,
+                           "arguments": [lr, max(train_cfg.iters - warmup, 1), lr / 10]})
 
 
 def _log_summary(history: History, seconds: float, title: str) -> None:
@@ -166,7 +179,7 @@ def _result(run_id: str, history: History, best: BestAdapterKeeper, seconds: flo
     """The run's summary (its metrics are logged by the callbacks and ``_log_summary``)."""
     result = RunResult(
         run_id=run_id,
-        first_val_loss=history.val[0][1],
+        first_val_loss=history.val[0][1] if history.val and history.val[0][0] == 0 else math.nan,
         final_val_loss=history.val[-1][1],
         best_val_loss=best.best_loss,
         best_iteration=best.best_iteration,

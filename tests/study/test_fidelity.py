@@ -1,0 +1,123 @@
+"""Multi-fidelity search (successive halving on examples seen), the memory-bounded space, and the verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+from conftest import isolated_overrides
+
+from medlora.config import compose, load_run_config, to_study_config
+from medlora.errors import UserError
+from medlora.study.storage import existing_study
+from medlora.study.objective import PruningCallback
+from medlora.training import memory
+from medlora.training.heldout import paired_bootstrap
+from medlora.training.run import learning_rate_schedule
+
+ASHA = ["study=tiny", "study.n_trials=9", "study.enqueue_baseline=true", "study.sampler.seed=1",
+        "study.fidelity={max_examples: 36, reduction_factor: 3, rungs: 3}", "study.pruner.name=asha",
+        "study.search_space.train.iters=null", "study.search_space.train.batch_size.choices=[1,2,4]",
+        "study.memory_cap_gb=0.2",
+        "+study.search_space.train.lr_schedule={type: categorical, choices: [constant, cosine]}",
+        "study.search_space.lora.num_layers.high=2", "evaluate.questions=12"]
+
+
+@pytest.fixture(scope="module")
+def asha_study(tmp_path_factory, model_cache, small_csv):
+    """The sweep as a user runs it (its own process: the memory calibration sees only its own allocations)."""
+    overrides = isolated_overrides(tmp_path_factory.mktemp("asha"), model_cache, small_csv) + ASHA
+    done = subprocess.run([sys.executable, "-m", "medlora.cli", "sweep", *overrides], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batch sizes [4] do not fit the 0.2 GB cap" in done.stderr
+    study_cfg = to_study_config(compose(overrides))
+    return existing_study(study_cfg), study_cfg
+
+
+def test_trials_meet_at_rungs_of_examples_and_only_the_best_go_on(asha_study):
+    study, cfg = asha_study
+    trials = study.get_trials()
+    assert len(trials) == 9
+    for t in trials:
+        batch = t.params["train.batch_size"]
+        assert set(t.intermediate_values) <= set(range(4, 37, 4))  # every rung multiple, whatever the batch size
+        assert t.user_attrs["overrides"][-2:] == [f"train.iters={36 // batch}", f"train.steps_per_eval={4 // batch}"]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and complete
+    assert all(max(t.intermediate_values) == 36 for t in complete)  # a trial at the top rung completes
+    assert all(max(t.intermediate_values) < 36 for t in pruned)
+
+
+def test_no_trial_number_is_spent_on_a_batch_over_the_cap(asha_study):
+    study, cfg = asha_study
+    over = [t for t in study.get_trials() if t.user_attrs.get("state") == "INFEASIBLE"]
+    drawn = [t.params["train.batch_size"] for t in study.get_trials()]
+    assert 4 not in drawn and not over  # batch 4 does not fit 0.2 GB with even one LoRA layer: never proposed
+
+
+def test_the_verdict_compares_champion_and_baseline_on_questions_neither_was_chosen_on(asha_study):
+    study, cfg = asha_study
+    verdict = json.loads((cfg.dir / "verdict.json").read_text())
+    assert verdict["baseline_trial"] == 0
+    if verdict["champion_trial"] == 0:
+        assert verdict["sets"] == {} and "no better configuration" in verdict["summary"]
+        return
+    for name, questions in (("fresh validation", 39), ("test", 12)):
+        v = verdict["sets"][name]
+        assert v["questions"] == questions
+        assert v["ci95"][0] <= v["difference"] <= v["ci95"][1]
+        assert v["difference"] == pytest.approx(v["champion_loss"] - v["baseline_loss"], abs=1e-9)
+    assert (cfg.dir / "verdict.md").read_text().startswith("# Verdict: ")
+
+
+def test_a_search_space_that_spends_the_fidelity_twice_is_refused(tiny_overrides):
+    with pytest.raises(UserError, match="study.fidelity sets each trial's train.iters"):
+        to_study_config(compose(tiny_overrides + ["study=tiny", "study.pruner.name=asha",
+                                                  "study.fidelity={max_examples: 36, reduction_factor: 3, rungs: 3}"]))
+    with pytest.raises(UserError, match="needs study.fidelity"):
+        to_study_config(compose(tiny_overrides + ["study=tiny", "study.pruner.name=asha"]))
+    with pytest.raises(UserError, match=r"choices \[8\] do not divide the first rung"):
+        to_study_config(compose(tiny_overrides + ASHA[:5] + ["study.search_space.train.iters=null",
+                                                             "study.search_space.train.batch_size.choices=[1,8]"]))
+
+
+def test_the_pruner_is_not_asked_at_the_top_rung():
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    trial = study.ask()
+    callback = PruningCallback(trial, examples_per_step=4, last_rung=36)
+    callback.on_val_loss_report({"iteration": 8, "val_loss": 5.0})  # (8 + 1) x 4 = 36: reported, not pruned
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {36: 5.0}
+    with pytest.raises(optuna.TrialPruned, match="at 32 examples"):
+        callback.on_val_loss_report({"iteration": 7, "val_loss": 5.0})
+
+
+def test_layers_are_bounded_by_what_fits_with_the_batch():
+    model = memory.MemoryModel(base_gb=0.5, per_token_gb=0.0, per_token_layer_gb=0.001, eval_gb=0.1, key="k")
+    # batch 1 x 100 tokens: 0.5 + 0.1 * layers (x1.05) <= 1.0 -> 4 layers; batch 2: 2 layers; batch 8: none fit
+    assert model.max_layers(1, 100, 1.0, low=2, high=16, step=2) == 4
+    assert model.max_layers(2, 100, 1.0, low=2, high=16, step=2) == 2
+    assert model.max_layers(8, 100, 1.0, low=2, high=16, step=2) == 2  # the low end: the trial is then skipped
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
+    cfg = load_run_config(["train.lr_schedule=cosine", "train.iters=100", "train.warmup=0.1",
+                           "train.learning_rate=1e-3"]).train
+    schedule = learning_rate_schedule(cfg)
+    values = [float(schedule(step)) for step in (0, 10, 55, 100)]
+    assert values[0] == pytest.approx(1e-5) and values[1] == pytest.approx(1e-3)
+    assert 1e-4 < values[2] < 1e-3 and values[3] == pytest.approx(1e-4, rel=0.01)
+    assert learning_rate_schedule(load_run_config([]).train) == 2e-4  # the default: constant
+
+
+def test_paired_bootstrap_brackets_the_mean_and_sees_a_real_difference():
+    rng = np.random.default_rng(0)
+    a = rng.normal(2.0, 0.3, 200)
+    same = paired_bootstrap(a, a + rng.normal(0, 0.01, 200))
+    shifted = paired_bootstrap(a - 0.1, a)
+    assert same[1] < 0 < same[2] or abs(same[0]) < 0.01
+    assert shifted[0] == pytest.approx(-0.1) and shifted[2] < 0
