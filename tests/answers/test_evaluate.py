@@ -115,3 +115,31 @@ def test_evaluate_on_the_consumer_set_says_so(tmp_path, model_cache, default_pro
     assert list(answers["question"]) == [messages[i] for i in answers["consumer_id"]]
     tracking.connect(cfg.paths)
     assert MlflowClient().get_run(out.name).data.params["evaluate.questions_set"] == "consumer"
+
+
+def test_a_baseline_adapter_is_a_row_and_every_model_row_is_compared_with_intervals(tmp_path, model_cache, small_csv):
+    overrides = isolated_overrides(tmp_path, model_cache, small_csv)
+    first = train(load_run_config(overrides + ["run_name=first"]))
+    second = train(load_run_config(overrides + ["run_name=second", "train.learning_rate=3e-2"]))
+    cfg = load_run_config(overrides + [f"evaluate.adapter={second.run_id}", f"evaluate.baseline={first.run_id}",
+                                       "evaluate.rows=[base,adapter]", "evaluate.questions=6",
+                                       "generation.max_tokens=6"])
+    table, out, md = evaluate(cfg)
+    assert [t["row"] for t in table] == ["base", "adapter", "baseline"]
+    assert len({t["test_loss"] for t in table}) == 3  # three different models
+    compared = md.split("Differences, question by question")[1]
+    rows = [line.split(" | ")[0].strip("| ") for line in compared.splitlines() if line.startswith("| ") and "-" in line]
+    assert rows[-3:] == ["adapter - base", "baseline - base", "adapter - baseline"]
+    for line in compared.splitlines()[-3:]:
+        mean, interval = line.split(" | ")[1:3]
+        lo, hi = (float(x) for x in interval.strip("[]").split(", "))
+        assert lo <= float(mean) <= hi
+    assert MlflowClient().get_run(out.name).data.params["evaluate.baseline"] == first.run_id
+
+
+def test_an_unknown_baseline_is_refused_before_any_work(tmp_path, model_cache, small_csv):
+    cfg = load_run_config(isolated_overrides(tmp_path, model_cache, small_csv)
+                          + ["evaluate.baseline=nothing-here", "evaluate.rows=[base]"])
+    with pytest.raises(UserError, match="evaluate.baseline='nothing-here'"):
+        evaluate(cfg)
+    assert not (tmp_path / "experiments" / "evaluation").exists()

@@ -28,7 +28,16 @@ import sys
 from pathlib import Path
 
 from medlora import tracking
-from medlora.answers.metrics import METRICS, Row, evaluation_figure, markdown_table, score
+from medlora.answers.metrics import (
+    METRICS,
+    Row,
+    comparisons,
+    comparisons_markdown,
+    evaluation_figure,
+    markdown_table,
+    per_question_similarity,
+    score,
+)
 from medlora.answers.retrieval import BM25, context_prompt
 from medlora.config import RunConfig
 from medlora.data import splits
@@ -61,16 +70,17 @@ def test_loss(cfg: RunConfig, model, tokenizer, records: list[dict]) -> float:
                             iterate_batches=batch_iterator(0, batch, extend_eval=extend))
 
 
-def resolve_adapter(cfg: RunConfig, dst: Path) -> tuple[Path, str, object]:
-    """The adapter ``evaluate.adapter`` names, downloaded into ``dst`` (:func:`medlora.registry.champion.
+def resolve_adapter(cfg: RunConfig, dst: Path, key: str = "adapter") -> tuple[Path, str, object]:
+    """The adapter ``evaluate.<key>`` names, downloaded into ``dst`` (:func:`medlora.registry.champion.
     resolve_adapter`): its folder, a label, and its registered version (None for a run or a folder)."""
     from medlora.registry.champion import RUN_ID
     from medlora.registry.champion import resolve_adapter as resolve
 
-    ref = cfg.evaluate.adapter
+    ref = getattr(cfg.evaluate, key)
     if not (ref == "champion" or ref.isdigit() or RUN_ID.fullmatch(ref) or Path(ref).expanduser().is_dir()):
-        raise UserError(f"evaluate.adapter={ref!r} is not 'champion', a registry version number, a 32-hex MLflow "
-                        "run id or an adapter folder (fix: evaluate.adapter=champion)")
+        raise UserError(f"evaluate.{key}={ref!r} is not 'champion', a registry version number, a 32-hex MLflow "
+                        f"run id or an adapter folder (fix: evaluate.{key}=champion)")
+    dst.mkdir(parents=True, exist_ok=True)
     return resolve(cfg, ref, dst)
 
 
@@ -83,8 +93,9 @@ def generate_all(cfg: RunConfig, model, tokenizer, prompts: list[str], label: st
                                 batch_size=cfg.evaluate.generation_batch_size, on_batch=bar.update)
 
 
-def run_rows(cfg: RunConfig, records: list[dict], adapter: Path | None) -> list[Row]:
-    """Answers (and test losses) for every configured row (``adapter``: the adapter rows' folder)."""
+def run_rows(cfg: RunConfig, records: list[dict], adapter: Path | None, baseline: Path | None = None) -> list[Row]:
+    """Answers (and test losses) for every configured row (``adapter``: the adapter rows' folder;
+    ``baseline``: the ``evaluate.baseline`` adapter's, a row of its own after them)."""
     wanted = cfg.evaluate.rows
     questions = [r["messages"][-2]["content"] for r in records]
     rows = []
@@ -106,7 +117,11 @@ def run_rows(cfg: RunConfig, records: list[dict], adapter: Path | None) -> list[
         if "rag" in wanted:
             prompts = [context_prompt(q, index.search(q, cfg.ask.rag_passages)) for q in questions]
             rows.append(Row("rag", generate_all(cfg, model, tokenizer, prompts, "rag")))
-    order = {name: i for i, name in enumerate(wanted)}
+    if baseline is not None:
+        model, tokenizer = load_with_adapter(cfg, baseline)
+        rows.append(Row("baseline", generate_all(cfg, model, tokenizer, questions, "baseline"),
+                        test_loss(cfg, model, tokenizer, records)))
+    order = {name: i for i, name in enumerate((*wanted, "baseline"))}
     return sorted(rows, key=lambda r: order[r.name])
 
 
@@ -126,12 +141,15 @@ def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
     with temporary_dir("eval") as tmp:
         folder, label, version = (resolve_adapter(cfg, tmp) if {"adapter", "rag"} & set(cfg.evaluate.rows)
                                   else (None, "-", None))
+        baseline = resolve_adapter(cfg, tmp / "baseline", "baseline")[0] if cfg.evaluate.baseline else None
         records = test_sample(cfg)
-        rows = run_rows(cfg, records, folder)
+        rows = run_rows(cfg, records, folder, baseline)
     references = [r["messages"][-1]["content"] for r in records]
     print(f"medlora: scoring {len(rows)} rows x {len(records)} answers", file=sys.stderr)
-    table = score(rows, references, embedder)
-    md = markdown_table(table, label, len(records), QUESTION_SETS[cfg.evaluate.questions_set])
+    similarities = per_question_similarity(rows, references, embedder)
+    table = score(rows, references, embedder, similarities)
+    md = (markdown_table(table, label, len(records), QUESTION_SETS[cfg.evaluate.questions_set])
+          + comparisons_markdown(comparisons(rows, similarities)))
     out = _record(cfg, table, rows, records, label, md)
     if version is not None:  # the champion's model card gets the table
         from mlflow.tracking import MlflowClient
@@ -159,6 +177,7 @@ def _record(cfg: RunConfig, table: list[dict], rows: list[Row], records: list[di
         mlflow.log_params({"evaluate.questions": len(records), "evaluate.questions_set": cfg.evaluate.questions_set,
                            "evaluate.seed": cfg.evaluate.seed,
                            "evaluate.adapter": cfg.evaluate.adapter, "adapter_label": label,
+                           "evaluate.baseline": cfg.evaluate.baseline,
                            **{f"generation.{k}": v for k, v in cfg.generation.model_dump().items()}})
         mlflow.log_metrics({f"{t['row']}.{m}": t[m] for t in table for m in METRICS if math.isfinite(t[m])})
         mlflow.log_table(pd.DataFrame(table), artifact_file="evaluation.json")

@@ -41,13 +41,48 @@ def rouge_l(answers: list[str], references: list[str]) -> list[float]:
     return [scorer.score(ref, ans)["rougeL"].fmeasure for ans, ref in zip(answers, references)]
 
 
-def score(rows: list[Row], references: list[str], embedder) -> list[dict]:
-    """One dict of metrics per row (means over the questions)."""
+def per_question_similarity(rows: list[Row], references: list[str], embedder) -> dict[str, np.ndarray]:
+    """Each row's cosine similarity to the reference, question by question."""
     ref_vectors = embedder.encode(references)
+    return {row.name: np.asarray(cosine_similarity(embedder.encode(row.answers), ref_vectors)) for row in rows}
 
+
+def comparisons(rows: list[Row], similarity: dict[str, np.ndarray]) -> list[dict]:
+    """Model rows against each other, question by question: the mean difference in similarity and in
+    repetition (share of answers repeating a 4-gram), each with a 95% paired bootstrap interval."""
+    from medlora.training.heldout import paired_bootstrap
+
+    names = [r.name for r in rows]
+    pairs = [(a, b) for a, b in (("adapter", "base"), ("baseline", "base"), ("adapter", "baseline"))
+             if a in names and b in names]
+    answers = {r.name: r.answers for r in rows}
+    out = []
+    for a, b in pairs:
+        rep_a, rep_b = ([float(repeats_a_4gram(x)) for x in answers[name]] for name in (a, b))
+        out.append({"pair": f"{a} - {b}", "similarity": paired_bootstrap(similarity[a], similarity[b]),
+                    "repetition_rate": paired_bootstrap(np.array(rep_a), np.array(rep_b))})
+    return out
+
+
+def comparisons_markdown(compared: list[dict]) -> str:
+    """The comparisons as a markdown table (empty when there is nothing to compare)."""
+    if not compared:
+        return ""
+    lines = ["", "Differences, question by question (95% paired bootstrap interval over questions):", "",
+             "| rows | similarity | 95% interval | repetition rate | 95% interval |", "|---|---|---|---|---|"]
+    for c in compared:
+        (s, slo, shi), (r, rlo, rhi) = c["similarity"], c["repetition_rate"]
+        lines.append(f"| {c['pair']} | {s:+.3f} | [{slo:+.3f}, {shi:+.3f}] | {r:+.2f} | [{rlo:+.2f}, {rhi:+.2f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def score(rows: list[Row], references: list[str], embedder,
+          similarities: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """One dict of metrics per row (means over the questions)."""
+    similarities = similarities or per_question_similarity(rows, references, embedder)
     table = []
     for row in rows:
-        similarity = cosine_similarity(embedder.encode(row.answers), ref_vectors)
+        similarity = similarities[row.name]
         table.append({
             "row": row.name,
             "rougeL": float(np.mean(rouge_l(row.answers, references))),

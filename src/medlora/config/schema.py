@@ -166,6 +166,13 @@ class EvaluateConfig(Section):
     seed: int
     adapter: str  # "champion", an MLflow run id, or an adapter folder
     rows: Annotated[tuple[Literal["base", "adapter", "retrieval", "rag"], ...], Field(strict=False, min_length=1)]
+    baseline: str | None  # a second adapter (row "baseline"), compared with the others question by question
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        """``evaluate.baseline=3`` arrives from Hydra as an int: a version number, kept as text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     loss_batch_size: PositiveInt
     generation_batch_size: PositiveInt  # answers decoded together (mlx-lm batch_generate)
 

@@ -56,13 +56,30 @@ def adapter_losses(cfg: RunConfig, run_id: str, sets: dict[str, list[dict]]) -> 
     return {name: per_question_losses(cfg, model, tokenizer, records) for name, records in sets.items()}
 
 
+def spent(study: optuna.Study) -> dict:
+    """What the search cost: configurations tried, per hour, tokens trained by complete trials, and (with a
+    fidelity, where a trial's last report is the examples it had seen) examples trained by all trials."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete]
+    if not trials:
+        return {}
+    hours = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds() / 3600
+    examples = [max(t.intermediate_values, default=0) for t in trials]
+    states = [t.state.name for t in trials]
+    return {"configurations": len(trials), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+            "per_hour": round(len(trials) / hours, 1) if hours > 0 else None,
+            "last_reported_step_sum": int(sum(examples)),
+            "trained_tokens_of_complete": int(sum(t.user_attrs.get("trained_tokens", 0) for t in trials))}
+
+
 def judge(cfg: RunConfig, study: optuna.Study) -> dict | None:
     """Score champion and baseline; return the verdict (None when there is no complete baseline or champion)."""
     champion, baseline = pick(study)
     if champion is None or baseline is None:
         return None
     verdict = {"champion_trial": champion.number, "baseline_trial": baseline.number,
-               "champion_params": champion.params, "baseline_params": baseline.params, "sets": {}}
+               "champion_params": champion.params, "baseline_params": baseline.params,
+               "champion_best_iteration": champion.user_attrs.get("best_iteration"),
+               "search": spent(study), "sets": {}}
     if champion.number == baseline.number:
         verdict["summary"] = "the champion is the baseline: the study found no better configuration"
         return verdict
@@ -89,6 +106,11 @@ def markdown(verdict: dict) -> str:
     lines = [f"# Verdict: {verdict['summary']}", "",
              f"champion trial {verdict['champion_trial']}: {verdict['champion_params']}  ",
              f"baseline trial {verdict['baseline_trial']}: {verdict['baseline_params']}", ""]
+    if verdict.get("search"):
+        k = verdict["search"]
+        lines += [f"Search: {k['configurations']} configurations ({k['complete']} complete, {k['pruned']} pruned), "
+                  f"{k['per_hour']} per hour; the champion's best step: iteration "
+                  f"{verdict.get('champion_best_iteration')}.", ""]
     if verdict["sets"]:
         lines += ["| set | questions | champion loss | baseline loss | difference | 95% interval | better |",
                   "|---|---|---|---|---|---|---|"]
