@@ -1,7 +1,10 @@
 """One trial: sample a configuration, check it fits the memory cap, train it, report back.
 
-    sample params (conf/study) -> RunConfig -> predicted peak memory
-        over the cap?   never trained: constraint = predicted - cap, recorded, pruned
+    sample params (the space trimmed to the cap: medlora.study.space) -> RunConfig
+        (with a fidelity: train.iters and train.steps_per_eval from the rungs and the batch size)
+    -> predicted peak memory
+        over the cap?   never trained (only where the trimming cannot see it): constraint = predicted - cap,
+                        recorded, pruned
         otherwise       train (nested MLflow run) with a pruning callback and a memory guard
                         -> value = best validation loss, constraint = measured peak - cap
 """
@@ -18,8 +21,8 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 
 from medlora import liveness, tracking
 from medlora.config import RunConfig, StudyConfig, TrainConfig, load_run_config
-from medlora.study.space import suggest_all
 from medlora.config.secrets import mask
+from medlora.study.space import suggest_all
 from medlora.training import memory, memory_guard
 from medlora.training.run import KEY_SETTINGS, train
 

@@ -50,7 +50,7 @@ def suggest_all(trial: optuna.Trial, study_cfg: StudyConfig, mem: MemoryModel, d
         if spec.key == "lora.num_layers" and spec.type == "int" and spec.high <= n_blocks:
             batch = params.get("train.batch_size", defaults.batch_size)
             high = mem.max_layers(batch, defaults.max_seq_length, study_cfg.memory_cap_gb,
-                                               int(spec.low), int(spec.high), int(spec.step or 1))
+                                  int(spec.low), int(spec.high), int(spec.step or 1))
         params[spec.key] = suggest(trial, spec, high)
     return params
 
@@ -66,9 +66,10 @@ def fitting_space(study_cfg: StudyConfig, mem: MemoryModel, defaults: TrainConfi
             fits = [b for b in spec.choices
                     if mem.predict_gb(int(b), defaults.max_seq_length, fewest) <= study_cfg.memory_cap_gb]
             if not fits:
+                least = mem.predict_gb(int(min(spec.choices)), defaults.max_seq_length, fewest)
                 raise UserError(f"no train.batch_size of the search space ({list(spec.choices)}) fits "
                                 f"study.memory_cap_gb={study_cfg.memory_cap_gb} even with {fewest} LoRA layers "
-                                f"(smallest predicted: {mem.predict_gb(int(min(spec.choices)), defaults.max_seq_length, fewest):.2f} GB) "
+                                f"(the smallest is predicted at {least:.2f} GB) "
                                 "(fix: raise study.memory_cap_gb or lower train.max_seq_length)")
             if len(fits) < len(spec.choices):
                 dropped = [b for b in spec.choices if b not in fits]
