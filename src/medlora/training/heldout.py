@@ -10,29 +10,47 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
-from mlx_lm.tuner.trainer import evaluate as mlx_evaluate
 
 from medlora.config import RunConfig
 from medlora.data.tokenize import encode_chats
 from medlora.models.fastmath import fast_kernels
-from medlora.training.batches import batch_iterator
-from medlora.training.loss import training_loss
 
 
-def per_question_losses(cfg: RunConfig, model, tokenizer, records: Sequence[dict]) -> np.ndarray:
-    """Each record's mean answer-token loss (a record with no answer token left after truncation: NaN)."""
+def per_question_losses(cfg: RunConfig, model, tokenizer, records: Sequence[dict], batch_size: int = 4) -> np.ndarray:
+    """Each record's mean answer-token loss, in the records' order (no answer token left after truncation: NaN).
+
+    The positions scored are those of mlx-lm's ``default_loss`` (after the prompt, up to the
+    example's length, cut at ``train.max_seq_length``); batches are padded here, in order, rather
+    than by mlx-lm's batcher, which sorts by length."""
     dataset = encode_chats(list(records), tokenizer, mask_prompt=cfg.train.mask_prompt,
                            max_seq_length=cfg.train.max_seq_length, truncation=cfg.train.truncation)
-    loss, _, extend = training_loss(cfg.train, model)
     model.eval()
     out = []
     with fast_kernels(model, cfg.train.fast_math):
-        for example in dataset:
-            out.append(float(mlx_evaluate(model, [example], batch_size=1, num_batches=-1,
-                                          max_seq_length=cfg.train.max_seq_length, loss=loss,
-                                          iterate_batches=batch_iterator(0, 1, extend_eval=extend))))
+        for start in range(0, len(dataset), batch_size):
+            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            out.extend(_batch_losses(model, rows, cfg.train.max_seq_length))
     return np.array(out)
+
+
+def _batch_losses(model, rows: list[tuple[list[int], int]], max_seq_length: int) -> list[float]:
+    """Mean loss over each row's answer tokens, one forward pass for the batch."""
+    tokens = [ids[:max_seq_length] for ids, _ in rows]
+    width = max(len(t) for t in tokens)
+    batch = mx.array([t + [0] * (width - len(t)) for t in tokens])
+    offsets = mx.array([[offset] for _, offset in rows])
+    lengths = mx.array([[len(t)] for t in tokens])
+    logits = model(batch[:, :-1]).astype(mx.float32)
+    steps = mx.arange(1, width)[None, :]
+    mask = ((steps >= offsets) & (steps <= lengths - 1)).astype(mx.float32)  # position j predicts token j + 1
+    ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * mask
+    counts = mask.sum(axis=1)
+    per_row = ce.sum(axis=1) / mx.maximum(counts, 1)
+    mx.eval(per_row, counts)
+    return [float(v) if n > 0 else float("nan") for v, n in zip(per_row.tolist(), counts.tolist())]
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
