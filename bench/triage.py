@@ -7,6 +7,10 @@ Sets:
   no threshold was chosen on it; each batch was written before the rules it is measured with
   were last revised, and measured once after (see ``src/medlora/answers/triage/README.md``):
   only the last batch is an estimate for phrasings the rules have never been revised on;
+- the **fresh batches** (``tests/answers/data/triage_fresh*.csv``): written later, by another hand,
+  without reading the labelled set or the rules first, each committed before the triage was
+  measured on it; never tuned on (batch 1 was looked at once the first measurement was made,
+  batch 2 never before its measurement);
 - the **tuning half** (``src/medlora/answers/triage/tuning.csv``): the rules were written on
   it, so its numbers are optimistic;
 - the **MedQuAD test-split questions** of the default config (all ordinary).
@@ -39,6 +43,7 @@ import triage_before  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = ROOT / "tests" / "answers" / "data" / "triage_heldout.csv"
+FRESH = sorted((ROOT / "tests" / "answers" / "data").glob("triage_fresh*.csv"))
 EXAMPLES = ["i cant breathe", "my baby isnt breathing", "My 2 year old swallowed some of my pills",
             "my friend od on heroin", "What are the symptoms of a heart attack?"]
 
@@ -106,6 +111,8 @@ def latency(questions: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--errors", action="store_true", help="list the held-out phrasings triaged wrongly")
+    parser.add_argument("--fresh-errors", action="store_true",
+                        help="list the fresh batches' phrasings triaged wrongly (looking makes them tuned on)")
     args = parser.parse_args()
     timing = latency([r.text for r in labelled.load(HELD_OUT)])  # first: nothing else warm in the process
     print("| set | triage | " + " | ".join(f"{c} recall (right message)" for c in RED_FLAGS)
@@ -116,6 +123,7 @@ def main() -> None:
             ("held-out, batch 2", [r for r in held_out if r.batch == "2"]),
             ("held-out, batch 3", [r for r in held_out if r.batch == "3"]),
             ("held-out, all", held_out), ("tuning half", tuning)]
+    sets[-1:-1] = [(f"fresh batch {p.stem.removeprefix('triage_fresh')}", labelled.load(p)) for p in FRESH]
     for name, rows in sets:
         for method, triage in (("before", before), ("after", after)):
             print(row(f"{name} ({len(rows)})", method, rows, [triage(r.text) for r in rows]))
@@ -133,6 +141,11 @@ def main() -> None:
         rows = labelled.load(HELD_OUT)
         print("\nheld-out phrasings triaged wrongly (after):")
         errors(rows, [after(r.text) for r in rows])
+    if args.fresh_errors:
+        for path in FRESH:
+            print(f"\n{path.name} phrasings triaged wrongly (after):")
+            rows = labelled.load(path)
+            errors(rows, [after(r.text) for r in rows])
 
 
 if __name__ == "__main__":
