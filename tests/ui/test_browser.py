@@ -20,6 +20,7 @@ from uiproc import free_port, start_ui
 from medlora import tracking
 from medlora.cli import main
 from medlora.config import load_run_config
+from medlora.study import search
 
 pytestmark = [pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install chromium)"),
               pytest.mark.slow]
@@ -32,7 +33,9 @@ def ui(tmp_path_factory, model_cache, small_csv):
     """A tiny study promoted twice, served by `medlora ui`: (base url, study link, MLflow client, overrides)."""
     root = tmp_path_factory.mktemp("ui")
     overrides = isolated_overrides(root, model_cache, small_csv) + ["study=tiny"]
-    assert main(["sweep", *overrides]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the space untrimmed, so batch 64 shows as an infeasible trial
+        mp.setattr(search, "fitting_space", lambda study_cfg, *args: study_cfg)
+        assert main(["sweep", *overrides]) == 0
     assert main(["promote", *overrides]) == 0
     assert main(["promote", *overrides]) == 0
     tracking.connect(load_run_config(overrides).paths)

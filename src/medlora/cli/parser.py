@@ -19,7 +19,8 @@ examples:
   medlora train experiment=seed_baseline   # the original hand-picked settings
   medlora train experiment=quick           # a one-minute smoke run on a tiny random model
   medlora sweep                            # the default study: Optuna search under a memory cap
-  medlora sweep study.name=big study.memory_cap_gb=4 study.n_trials=30
+  medlora sweep study.name=big study.memory_cap_gb=4 study.timeout_minutes=120
+  medlora sweep study.name=long study.fidelity.max_examples=864   # rungs at 96, 288, 864 examples
   medlora report study.name=default        # regenerate trials.csv, best.yaml, figures/ from storage
   medlora train --from experiments/default/best.yaml   # rerun the best trial
   medlora promote study.name=default       # best adapter -> registry, alias champion
@@ -43,7 +44,7 @@ COMMANDS = {
     "init": "make a folder a workspace: conf/ with an example experiment and study to edit, data/, outputs",
     "prepare": "clean, dedupe and split the question/answer CSV into chat JSONL (train/valid/test)",
     "train": "one LoRA fine-tuning run, logged to MLflow (losses, samples, memory, adapters)",
-    "sweep": "run (or resume) an Optuna study over conf/study: trials under a memory cap, pruned early",
+    "sweep": "run (or resume) an Optuna study over conf/study: successive halving under a memory cap, then a verdict",
     "report": "regenerate a study's trials.csv, best.yaml and figures/ from its storage",
     "promote": "register a study's best adapter in MLflow and move alias 'champion' to it",
     "ask": "answer a question with the base model + the 'champion' adapter (after the safety triage)",
