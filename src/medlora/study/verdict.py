@@ -15,7 +15,6 @@ interval over questions. "better" means the whole interval is below 0. Written t
 from __future__ import annotations
 
 import json
-import random
 import sys
 
 import mlflow
@@ -27,6 +26,7 @@ from medlora.data.questions import test_sample
 from medlora.files import temporary_dir, write_file
 from medlora.models.generation import load_with_adapter
 from medlora.study import report
+from medlora.training.batches import shuffled_valid
 from medlora.training.heldout import paired_bootstrap, per_question_losses
 
 FRESH_VALIDATION = 64  # valid-split questions after the study's own validation subset (~0.6 s each per adapter)
@@ -41,9 +41,7 @@ def pick(study: optuna.Study):
 
 def held_out_sets(cfg: RunConfig) -> dict[str, list[dict]]:
     """The fresh validation questions and the test sample (the valid split shuffled as training does)."""
-    split_dir = splits.prepare_from_config(cfg.data, cfg.paths.processed)
-    valid = splits.load_split(split_dir, "valid")
-    random.Random(cfg.data.seed).shuffle(valid)
+    valid = shuffled_valid(cfg, splits.prepare_from_config(cfg.data, cfg.paths.processed))
     fresh = valid[cfg.train.val_examples: cfg.train.val_examples + FRESH_VALIDATION]
     return {"fresh validation": fresh, "test": test_sample(cfg)}
 

@@ -19,10 +19,16 @@ from medlora.errors import UserError
 from medlora.stopping import check as check_stop
 
 
+def shuffled_valid(cfg: RunConfig, split_dir: Path) -> list[dict]:
+    """The valid split in the seeded order every run takes its first ``train.val_examples`` from."""
+    rows = splits.load_split(split_dir, "valid")
+    random.Random(cfg.data.seed).shuffle(rows)
+    return rows
+
+
 def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
     """Train set (the whole train split) and the fixed validation subset, tokenized once and cached."""
-    valid_rows = splits.load_split(split_dir, "valid")
-    random.Random(cfg.data.seed).shuffle(valid_rows)
+    valid_rows = shuffled_valid(cfg, split_dir)
     encode = partial(cached_encode, tokenizer=tokenizer, cache_dir=split_dir / "tokenized",
                      mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length,
                      truncation=cfg.train.truncation)
