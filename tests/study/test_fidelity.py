@@ -13,7 +13,10 @@ from conftest import isolated_overrides
 
 from medlora.config import compose, load_run_config, to_study_config
 from medlora.errors import UserError
-from medlora.study.storage import existing_study
+from medlora.study import answer_check
+from medlora.study.report import best_trial
+from medlora.registry.promote import promote
+from medlora.study.storage import existing_study, load_study
 from medlora.study.objective import PruningCallback
 from medlora.training import memory
 from medlora.training.heldout import paired_bootstrap
@@ -24,7 +27,8 @@ ASHA = ["study=tiny", "study.n_trials=9", "study.enqueue_baseline=true", "study.
         "study.search_space.train.iters=null", "study.search_space.train.batch_size.choices=[1,2,4]",
         "study.memory_cap_gb=0.2",
         "+study.search_space.train.lr_schedule={type: categorical, choices: [constant, cosine]}",
-        "study.search_space.lora.num_layers.high=2", "evaluate.questions=12"]
+        "study.search_space.lora.num_layers.high=2", "evaluate.questions=12",
+        "study.answers={questions: 4, set: split, max_tokens: 8, test_questions: 3}", "study.objective=similarity"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,82 @@ def test_the_verdict_compares_champion_and_baseline_on_questions_neither_was_cho
         assert v["questions"] == questions
         assert v["ci95"][0] <= v["difference"] <= v["ci95"][1]
         assert v["difference"] == pytest.approx(v["champion_loss"] - v["baseline_loss"], abs=1e-9)
+    assert verdict["answers"]["test answers"]["questions"] == 3  # answered by both adapters at the verdict
+    assert verdict["answers"]["study questions"]["versus"] == "baseline"
     assert (cfg.dir / "verdict.md").read_text().startswith("# Verdict: ")
+
+
+def test_complete_trials_answer_the_study_questions_and_are_compared_with_the_base_model(asha_study):
+    study, cfg = asha_study
+    base = study.user_attrs[answer_check.BASE_KEY]
+    assert base["signature"] == "split:4:8" and len(base["similarity"]) == 4
+    for t in study.get_trials():
+        scores = t.user_attrs.get("answer_scores")
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            assert scores is None  # only a trial that reached the top rung is asked
+            continue
+        assert scores["signature"] == base["signature"] and len(scores["words"]) == 4
+        assert t.user_attrs["answer_similarity"] == pytest.approx(np.mean(scores["similarity"]), abs=1e-4)
+        diff = np.mean(scores["similarity"]) - np.mean(base["similarity"])
+        assert t.user_attrs["answer_similarity_vs_base"] == pytest.approx(diff, abs=1e-3)
+    verdict = json.loads((cfg.dir / "verdict.json").read_text())
+    assert verdict["objective"] == "similarity" and "study questions vs base model" in verdict["answers"]
+    assert "untuned model's" in verdict["summary"]
+    trials = (cfg.dir / "trials.csv").read_text().splitlines()
+    assert "answer_similarity" in trials[0].split(",")
+
+
+def _scored_trial(similarity: list[float], loss: float, signature: str = "consumer:3:8", memory: float = -1.0):
+    return optuna.trial.create_trial(
+        params={"x": 1.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 2)}, value=loss,
+        user_attrs={"answer_scores": {"similarity": similarity, "repetition": [0.0] * 3, "words": [9.0] * 3,
+                                      "signature": signature}, "answer_similarity": float(np.mean(similarity)),
+                    "run_id": "0123abcd"},
+        system_attrs={"constraints": [memory]})
+
+
+def test_similarity_ranks_the_scored_trials_and_loss_ranks_them_all():
+    study = optuna.create_study()
+    study.set_user_attr(answer_check.BASE_KEY, {"similarity": [0.5] * 3, "repetition": [0.0] * 3,
+                                                "signature": "consumer:3:8"})
+    for trial in (_scored_trial([0.6, 0.6, 0.6], 2.0), _scored_trial([0.7, 0.7, 0.7], 2.5),
+                  _scored_trial([0.9, 0.9, 0.9], 3.0, memory=0.5),  # over the memory cap
+                  _scored_trial([0.95, 0.95, 0.95], 3.0, signature="consumer:5:8"),  # other questions
+                  optuna.trial.create_trial(params={"x": 1.0}, value=1.5,
+                                            distributions={"x": optuna.distributions.FloatDistribution(0, 2)})):
+        study.add_trial(trial)
+    assert best_trial(study, "similarity").number == 1
+    assert best_trial(study, "loss").number == 4
+
+
+def test_an_adapter_whose_answers_are_worse_than_the_base_models_is_not_promoted():
+    study = optuna.create_study()
+    study.set_user_attr(answer_check.BASE_KEY, {"similarity": [0.60, 0.70, 0.65], "repetition": [0.0] * 3,
+                                                "signature": "consumer:3:8"})
+    study.add_trial(_scored_trial([0.50, 0.61, 0.55], 2.0))
+    study.add_trial(_scored_trial([0.62, 0.69, 0.66], 2.1))
+    worse, fine = study.get_trials()
+    assert "less similar to the reference answers than the untuned model's: -0.097" in answer_check.worse_than_base(
+        study, worse)
+    assert answer_check.worse_than_base(study, fine) is None
+
+
+def test_promote_refuses_a_champion_that_answers_worse_than_the_base_model(tiny_overrides):
+    overrides = tiny_overrides + ["study=tiny", "study.objective=similarity",
+                                  "study.answers={questions: 3, set: consumer, max_tokens: 8, test_questions: 0}"]
+    study_cfg, run_cfg = to_study_config(compose(overrides)), load_run_config(overrides)
+    study = load_study(study_cfg)
+    study.set_user_attr(answer_check.BASE_KEY, {"similarity": [0.60, 0.70, 0.65], "repetition": [0.0] * 3,
+                                                "signature": "consumer:3:8"})
+    study.add_trial(_scored_trial([0.50, 0.61, 0.55], 2.0))
+    with pytest.raises(UserError, match=r"not promoted: trial 0's answers .* less similar .* untuned model's"):
+        promote(study_cfg, run_cfg)
+    assert not (study_cfg.dir.parent.parent / "mlruns").exists()  # refused before anything was registered
+
+
+def test_a_similarity_objective_needs_the_answer_check(tiny_overrides):
+    with pytest.raises(UserError, match="study.objective=similarity ranks trials by their answers"):
+        to_study_config(compose(tiny_overrides + ["study=tiny", "study.objective=similarity"]))
 
 
 def test_a_search_space_that_spends_the_fidelity_twice_is_refused(tiny_overrides):

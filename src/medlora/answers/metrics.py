@@ -8,16 +8,13 @@ length in words, and for model rows the test loss and its perplexity.
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from medlora.models.embeddings import cosine_similarity
+from medlora.training.answer_scores import repeats_a_4gram, similarities, words
 
 METRICS = ("rougeL", "similarity", "repetition_rate", "mean_words", "test_loss", "perplexity")
-_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -25,13 +22,6 @@ class Row:
     name: str
     answers: list[str]
     test_loss: float = math.nan
-
-
-def repeats_a_4gram(text: str) -> bool:
-    """True when some run of 4 words occurs twice or more (the looping the original run suffered from)."""
-    words = _WORD.findall(text.lower())
-    grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
-    return any(n > 1 for n in grams.values())
 
 
 def rouge_l(answers: list[str], references: list[str]) -> list[float]:
@@ -43,8 +33,7 @@ def rouge_l(answers: list[str], references: list[str]) -> list[float]:
 
 def per_question_similarity(rows: list[Row], references: list[str], embedder) -> dict[str, np.ndarray]:
     """Each row's cosine similarity to the reference, question by question."""
-    ref_vectors = embedder.encode(references)
-    return {row.name: np.asarray(cosine_similarity(embedder.encode(row.answers), ref_vectors)) for row in rows}
+    return {row.name: similarities(row.answers, references, embedder) for row in rows}
 
 
 def comparisons(rows: list[Row], similarity: dict[str, np.ndarray]) -> list[dict]:
@@ -88,7 +77,7 @@ def score(rows: list[Row], references: list[str], embedder,
             "rougeL": float(np.mean(rouge_l(row.answers, references))),
             "similarity": float(np.mean(similarity)),
             "repetition_rate": float(np.mean([repeats_a_4gram(a) for a in row.answers])),
-            "mean_words": float(np.mean([len(_WORD.findall(a)) for a in row.answers])),
+            "mean_words": float(np.mean([len(words(a)) for a in row.answers])),
             "test_loss": row.test_loss,
             "perplexity": math.exp(row.test_loss) if math.isfinite(row.test_loss) else math.nan,
         })

@@ -48,12 +48,15 @@ def cmd_sweep(cfg, composed, args) -> None:
     study_cfg = to_study_config(composed)
     study = run_study(study_cfg, cfg, list(args.overrides))
     frame = trials_frame(study)
-    print(frame.drop(columns=["reason", "run_id"], errors="ignore").to_string(index=False))
-    best = best_trial(study)
+    print(frame.drop(columns=["reason", "run_id"], errors="ignore").dropna(axis=1, how="all").to_string(index=False))
+    best = best_trial(study, study_cfg.objective)
     where = study_cfg.dir
     print(f"medlora: study {study_cfg.name}: {len(frame)} trials; outputs in {where}/ (trials.csv, best.yaml, figures/)")
     if best is not None:
-        print(f"medlora: best trial #{best.number}: val loss {best.value:.4f} {best.params}")
+        scored = (f", answer similarity {best.user_attrs['answer_similarity']:.3f}"
+                  if "answer_similarity" in best.user_attrs else "")
+        print(f"medlora: best trial #{best.number} (by {study_cfg.objective}): val loss {best.value:.4f}{scored} "
+              f"{best.params}")
         print(f"medlora: next: medlora promote study.name={study_cfg.name}")
 
 

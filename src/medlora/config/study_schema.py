@@ -84,6 +84,16 @@ class PrunerConfig(Section):
         return self
 
 
+class AnswerCheckConfig(Section):
+    """Answer quality in the loop: every trial that reaches the top rung answers a fixed set of questions,
+    scored against their references (MiniLM similarity, repetition) like ``medlora evaluate``."""
+
+    questions: PositiveInt  # a seeded sample of the question set
+    set: Literal["consumer", "split"]  # consumer: the consumer set's valid half | split: valid-split questions
+    max_tokens: PositiveInt  # answer length (decoding otherwise as generation.*)
+    test_questions: NonNegativeInt  # the verdict's answers on the test sample (champion and baseline; 0 = none)
+
+
 class StudyConfig(Section):
     name: Name
     n_trials: PositiveInt
@@ -96,6 +106,8 @@ class StudyConfig(Section):
     sampler: SamplerConfig
     pruner: PrunerConfig
     fidelity: FidelityConfig | None  # null: train.iters as configured or searched (no rungs)
+    answers: AnswerCheckConfig | None  # null: trials are not asked questions
+    objective: Literal["loss", "similarity"]  # what ranks complete trials (champion, promote, verdict)
     search_space: Annotated[tuple[ParamSpec, ...], Field(strict=False)]
     trial_overrides: Strings  # "key=value" applied to every trial
     dir: AnyPath  # <paths.experiments>/<name>: optuna.db, trials.csv, best.yaml, figures/
@@ -117,6 +129,14 @@ class StudyConfig(Section):
             raise ValueError(f"study.search_space train.batch_size choices {odd} do not divide the first rung "
                              f"({self.fidelity.min_examples} examples) (fix: batch sizes that divide it, or "
                              "another study.fidelity.max_examples)")
+        return self
+
+    @model_validator(mode="after")
+    def _similarity_needs_answers(self) -> StudyConfig:
+        if self.objective == "similarity" and self.answers is None:
+            raise ValueError("study.objective=similarity ranks trials by their answers, but study.answers is null "
+                             "(fix: study.answers={questions: 32, set: consumer, max_tokens: 128, test_questions: 100}"
+                             ", or study.objective=loss)")
         return self
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from medlora.files import temporary_dir
 from medlora.registry import marks, model_card
 from medlora.registry.adapter_check import check_adapter_folder
 from medlora.registry.names import CHAMPION, PREVIOUS, alias_version, registered_name
+from medlora.study.answer_check import worse_than_base
 from medlora.study.report import best_trial
 from medlora.study.storage import existing_study
 
@@ -49,10 +50,15 @@ def check_adapter(artifact_uri: str) -> None:
 def promote(study_cfg: StudyConfig, run_cfg: RunConfig, package: Package | None = None):
     """Register the best feasible complete trial's best adapter; move ``champion``; keep ``previous``."""
     study = existing_study(study_cfg)
-    best = best_trial(study)
+    best = best_trial(study, study_cfg.objective)
     if best is None:
         raise UserError(f"study {study_cfg.name!r} has no complete trial within the memory cap "
                         f"(fix: run `medlora sweep study.name={study_cfg.name}` until one completes)")
+    worse = worse_than_base(study, best)
+    if worse is not None:  # a fine-tuned model that answers worse than the one it started from is not promoted
+        raise UserError(f"not promoted: {worse} (fix: keep the current champion, search on with `medlora sweep "
+                        f"study.name={study_cfg.name}`, or, knowing this, `medlora promote --run "
+                        f"{best.user_attrs['run_id']}`)")
     tracking.connect(run_cfg.paths)
     client = MlflowClient()
     try:

@@ -7,6 +7,8 @@
                         recorded, pruned
         otherwise       train (nested MLflow run) with a pruning callback and a memory guard
                         -> value = best validation loss, constraint = measured peak - cap
+                        -> (study.answers) the best adapter answers the study's questions: scores as user
+                           attributes, compared with the base model's (medlora.study.answer_check)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 from medlora import liveness, tracking
 from medlora.config import RunConfig, StudyConfig, TrainConfig, load_run_config
 from medlora.config.secrets import mask
+from medlora.study import answer_check
 from medlora.study.space import suggest_all
 from medlora.training import memory, memory_guard
 from medlora.training.run import KEY_SETTINGS, train
@@ -55,6 +58,7 @@ class StudyContext:
     base_overrides: tuple[str, ...]  # the user's command-line overrides (minus study.*)
     memory_model: memory.MemoryModel
     defaults: TrainConfig  # the run config's train section (with the study's trial overrides): what is not searched
+    asked: answer_check.Questions | None = None  # study.answers: what every complete trial answers
 
 
 def trial_overrides(ctx: StudyContext, params: dict) -> list[str]:
@@ -116,6 +120,8 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
         "seconds": round(result.seconds, 1), "best_iteration": result.best_iteration,
     })
     mlflow.log_metrics({"trial_value": result.best_val_loss}, run_id=result.run_id)
+    if ctx.asked is not None:
+        answer_check.score_trial(trial, cfg, result.run_id, ctx.asked, ctx.study_cfg.answers)
     return result.best_val_loss
 
 

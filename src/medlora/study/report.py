@@ -26,7 +26,8 @@ from medlora.config.secrets import MASK  # noqa: E402
 from medlora.errors import UserError  # noqa: E402
 from medlora.files import write_file  # noqa: E402
 
-TRIAL_COLUMNS = ["number", "state", "value", "baseline", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
+TRIAL_COLUMNS = ["number", "state", "value", "answer_similarity", "answer_similarity_vs_base", "answer_repetition",
+                 "answer_words", "baseline", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
                  "trained_tokens", "seconds", "reason", "run_id"]
 
 
@@ -54,12 +55,25 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame[TRIAL_COLUMNS + params]
 
 
-def best_trial(study: optuna.Study):
-    """The best COMPLETE trial within the memory cap (Optuna's ``best_trial`` honours constraints), or None."""
+def best_trial(study: optuna.Study, objective: str = "loss"):
+    """The best COMPLETE trial within the memory cap, or None.
+
+    ``loss``: the lowest validation loss (Optuna's ``best_trial``, which honours constraints).
+    ``similarity``: of the trials whose answers were scored on the study's current questions (the base
+    model's signature), the highest mean similarity (ties: the lower loss); the lowest loss when none was."""
     try:
-        return study.best_trial
+        by_loss = study.best_trial
     except ValueError:  # no complete feasible trial yet
         return None
+    if objective != "similarity":
+        return by_loss
+    asked = (study.user_attrs.get("answer_check_base") or {}).get("signature")
+    if asked is None:
+        return by_loss
+    scored = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if (t.user_attrs.get("answer_scores") or {}).get("signature") == asked
+              and all(c <= 0 for c in t.system_attrs.get("constraints", ()))]  # within the memory cap
+    return max(scored, key=lambda t: (t.user_attrs["answer_similarity"], -t.value), default=by_loss)
 
 
 def val_curves_figure(study: optuna.Study):
@@ -123,7 +137,10 @@ def optuna_figure(plot_fn, study: optuna.Study):
 def best_yaml(study: optuna.Study, trial) -> str:
     """A file `medlora train --from FILE` reads: the overrides that reproduce ``trial``."""
     overrides = list(trial.user_attrs.get("overrides", []))
-    header = (f"# Best trial #{trial.number} of study {study.study_name}: best validation loss {trial.value:.4f}\n"
+    scored = (f", answer similarity {trial.user_attrs['answer_similarity']:.3f}"
+              if "answer_similarity" in trial.user_attrs else "")
+    header = (f"# Best trial #{trial.number} of study {study.study_name}: best validation loss {trial.value:.4f}"
+              f"{scored}\n"
               f"# Reproduce it with:  medlora train --from <this file>\n")
     return header + yaml.safe_dump({"overrides": overrides, "trial": trial.number, "value": float(trial.value),
                                     "params": dict(trial.params)}, sort_keys=False)
@@ -158,7 +175,7 @@ def write_study_outputs(study: optuna.Study, study_cfg: StudyConfig, parent_run:
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(out / "figures" / name)
-    best = best_trial(study)
+    best = best_trial(study, study_cfg.objective)
     if best is not None:
         write_file(out / "best.yaml", best_yaml(study, best))
     if parent_run:

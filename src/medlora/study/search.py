@@ -23,7 +23,7 @@ from medlora.config.secrets import mask
 from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
-from medlora.study import overview, report, verdict
+from medlora.study import answer_check, overview, report, verdict
 from medlora.study.objective import StudyContext, objective
 from medlora.study.space import distribution, fitting_space
 from medlora.study.storage import existing_study, load_study, open_storage
@@ -140,13 +140,13 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
     if resumed is not None:
         check_same_space(resumed, study_cfg)
     splits.prepare_from_config(run_cfg.data, run_cfg.paths.processed)
+    asked = study_cfg.answers and answer_check.questions(trial_cfg, study_cfg.answers)  # checked before writing
     study = load_study(study_cfg)
     memory.save(mem, study_cfg.dir / "memory_model.json")
-    if study_cfg.enqueue_baseline and not study.get_trials(deepcopy=False):
-        # trial 0 is the run config as it stands, so the study shows what searching gained over it
+    if study_cfg.enqueue_baseline and not study.get_trials(deepcopy=False):  # trial 0: the config as it stands
         study.enqueue_trial(baseline_params(study_cfg, run_cfg), user_attrs={"baseline": True})
     fail_dead_trials(study)
-    ctx = StudyContext(study_cfg, tuple(base_overrides), mem, trial_cfg.train)
+    ctx = StudyContext(study_cfg, tuple(base_overrides), mem, trial_cfg.train, asked)
 
     searched = [spec.key for spec in study_cfg.search_space]
     experiment = tracking.experiment_id(run_cfg.paths, study_cfg.name)  # connects
@@ -180,7 +180,7 @@ def finish(study: optuna.Study, study_cfg: StudyConfig, trial_cfg: RunConfig, pa
            searched: list[str], rejudge: bool) -> None:
     """The verdict (again only if trials ran since the last one), outputs, and the parent run's overview."""
     if rejudge or not (study_cfg.dir / "verdict.json").exists():
-        judged = verdict.judge(trial_cfg, study)
+        judged = verdict.judge(trial_cfg, study, study_cfg.objective, study_cfg.answers)
         if judged is not None:
             verdict.record(judged, study_cfg.dir, parent_run_id)
     best = report.write_study_outputs(study, study_cfg, parent_run=True)["best"]

@@ -8,7 +8,12 @@ Both trials' best adapters are scored question by question on two sets neither w
 - ``test``: the held-out test split, the same seeded sample as ``medlora evaluate`` (evaluate.questions).
 
 The difference (champion - baseline, mean answer-token loss per question) gets a 95% paired bootstrap
-interval over questions. "better" means the whole interval is below 0. Written to
+interval over questions. "better" means the whole interval is below 0.
+
+With ``study.answers`` the answers are compared too (similarity to the reference answers, higher is
+better: "better" means the whole interval is above 0): champion vs the untuned model and vs the
+baseline on the study's questions (scored during the study), and champion vs baseline on
+``study.answers.test_questions`` of the test sample (answered here). Written to
 ``<study dir>/verdict.json`` and ``verdict.md``, logged to the study's MLflow parent run, printed.
 """
 
@@ -18,6 +23,7 @@ import json
 import sys
 
 import mlflow
+import numpy as np
 import optuna
 
 from medlora.config import RunConfig
@@ -25,18 +31,20 @@ from medlora.data import splits
 from medlora.data.questions import test_sample
 from medlora.files import temporary_dir, write_file
 from medlora.models.generation import load_with_adapter
-from medlora.study import report
+from medlora.config.study_schema import AnswerCheckConfig
+from medlora.study import answer_check, report
+from medlora.study.answer_check import FRESH_VALIDATION
 from medlora.training.batches import shuffled_valid
 from medlora.training.heldout import paired_bootstrap, per_question_losses
 
-FRESH_VALIDATION = 64  # valid-split questions after the study's own validation subset (~0.6 s each per adapter)
 
 
-def pick(study: optuna.Study):
-    """(champion, baseline): the best complete trial and the complete trial 0 marked baseline, or None each."""
+def pick(study: optuna.Study, objective: str = "loss"):
+    """(champion, baseline): the best complete trial by ``objective`` and the complete trial 0 marked baseline,
+    or None each."""
     baseline = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                      if t.user_attrs.get("baseline")), None)
-    return report.best_trial(study), baseline
+    return report.best_trial(study, objective), baseline
 
 
 def held_out_sets(cfg: RunConfig) -> dict[str, list[dict]]:
@@ -69,18 +77,22 @@ def spent(study: optuna.Study) -> dict:
             "trained_tokens_of_complete": int(sum(t.user_attrs.get("trained_tokens", 0) for t in trials))}
 
 
-def judge(cfg: RunConfig, study: optuna.Study) -> dict | None:
+def judge(cfg: RunConfig, study: optuna.Study, objective: str = "loss",
+          answers: AnswerCheckConfig | None = None) -> dict | None:
     """Score champion and baseline; return the verdict (None when there is no complete baseline or champion)."""
-    champion, baseline = pick(study)
+    champion, baseline = pick(study, objective)
     if champion is None or baseline is None:
         return None
-    verdict = {"champion_trial": champion.number, "baseline_trial": baseline.number,
+    verdict = {"champion_trial": champion.number, "baseline_trial": baseline.number, "objective": objective,
                "champion_params": champion.params, "baseline_params": baseline.params,
                "champion_best_iteration": champion.user_attrs.get("best_iteration"),
                "search": spent(study), "sets": {}}
     if champion.number == baseline.number:
         verdict["summary"] = "the champion is the baseline: the study found no better configuration"
-        return verdict
+        if answers is not None:  # still: are its answers better or worse than the untuned model's?
+            verdict["answers"] = answer_verdict(cfg, study, champion, champion, answers.model_copy(
+                update={"test_questions": 0}), [])
+        return with_base_note(verdict)
     sets = held_out_sets(cfg)
     print(f"medlora: verdict: trial {champion.number} vs baseline trial {baseline.number} on "
           + ", ".join(f"{len(r)} {n} questions" for n, r in sets.items()), file=sys.stderr)
@@ -90,14 +102,63 @@ def judge(cfg: RunConfig, study: optuna.Study) -> dict | None:
         diff, lo, hi = paired_bootstrap(ours[name], theirs[name])
         verdict["sets"][name] = {"questions": len(sets[name]), "champion_loss": float(ours[name].mean()),
                                  "baseline_loss": float(theirs[name].mean()), "difference": diff,
-                                 "ci95": [lo, hi], "better": bool(hi < 0), "worse": bool(lo > 0)}
-    better = [n for n, v in verdict["sets"].items() if v["better"]]
-    worse = [n for n, v in verdict["sets"].items() if v["worse"]]
+                                 "ci95": [lo, hi], "loss_better": bool(hi < 0), "loss_worse": bool(lo > 0)}
+    if answers is not None:
+        verdict["answers"] = answer_verdict(cfg, study, champion, baseline, answers, sets["test"])
+    better = [f"{n} {k}" for n, v in all_sets(verdict) for k in ("loss", "similarity") if v.get(f"{k}_better")]
+    worse = [f"{n} {k}" for n, v in all_sets(verdict) for k in ("loss", "similarity") if v.get(f"{k}_worse")]
     verdict["summary"] = (
-        f"trial {champion.number} beats the baseline on {' and '.join(better)} loss beyond the noise" if better
+        f"trial {champion.number} beats the baseline beyond the noise on {', '.join(better)}" if better
         else f"trial {champion.number} is not better than the baseline beyond the noise"
-    ) + (f"; it is worse on {' and '.join(worse)} loss" if worse else "")
+    ) + (f"; it is worse on {', '.join(worse)}" if worse else "")
+    return with_base_note(verdict)
+
+
+def with_base_note(verdict: dict) -> dict:
+    """Add to the summary how the champion's answers compare with the untuned model's, when they were scored."""
+    vs_base = verdict.get("answers", {}).get("study questions vs base model")
+    if vs_base is not None:
+        how = ("better than" if vs_base["similarity_better"] else "worse than" if vs_base["similarity_worse"]
+               else "not different beyond the noise from")
+        verdict["summary"] += (f"; its answers to the study's questions are {how} the untuned model's "
+                               f"(similarity {vs_base['difference']:+.3f})")
     return verdict
+
+
+def all_sets(verdict: dict):
+    """(set name, comparison) of the loss sets and the answer comparisons with the baseline."""
+    yield from verdict["sets"].items()
+    yield from ((n, v) for n, v in verdict.get("answers", {}).items() if v.get("versus") == "baseline")
+
+
+def _compared(ours: dict, theirs: dict, versus: str) -> dict | None:
+    compared = answer_check.versus(ours, theirs)
+    if compared is None:
+        return None
+    diff, lo, hi = compared
+    return {"versus": versus, "questions": len(ours["similarity"]), "difference": diff, "ci95": [lo, hi],
+            "champion_repetition": float(np.mean(ours["repetition"])),
+            "other_repetition": float(np.mean(theirs["repetition"])),
+            "similarity_better": bool(lo > 0), "similarity_worse": bool(hi < 0)}
+
+
+def answer_verdict(cfg: RunConfig, study: optuna.Study, champion, baseline, spec: AnswerCheckConfig,
+                   test: list[dict]) -> dict:
+    """Answer similarity, champion vs base model and vs baseline on the study's questions (scored during the
+    study), and champion vs baseline on ``spec.test_questions`` of the test sample (answered now)."""
+    ours, theirs = champion.user_attrs.get("answer_scores"), baseline.user_attrs.get("answer_scores")
+    base = study.user_attrs.get(answer_check.BASE_KEY)
+    out = {}
+    if ours and base:
+        out["study questions vs base model"] = _compared(ours, base, "base model")
+    if ours and theirs and champion.number != baseline.number:
+        out["study questions"] = _compared(ours, theirs, "baseline")
+    if spec.test_questions:
+        asked = answer_check.from_records(test[: spec.test_questions], "test", spec.max_tokens)
+        print(f"medlora: verdict: answering {len(asked.prompts)} test questions with each adapter", file=sys.stderr)
+        scores = [answer_check.adapter_scores(cfg, t.user_attrs["run_id"], asked, spec) for t in (champion, baseline)]
+        out["test answers"] = _compared(*scores, "baseline")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def markdown(verdict: dict) -> str:
@@ -115,9 +176,18 @@ def markdown(verdict: dict) -> str:
         for name, v in verdict["sets"].items():
             lines.append(f"| {name} | {v['questions']} | {v['champion_loss']:.4f} | {v['baseline_loss']:.4f} | "
                          f"{v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | "
-                         f"{'yes' if v['better'] else 'no'} |")
+                         f"{'yes' if v['loss_better'] else 'no'} |")
         lines += ["", "Losses: mean answer-token cross-entropy per question; interval: paired bootstrap over "
                   "questions (2,000 resamples)."]
+    if verdict.get("answers"):
+        lines += ["", "| answers | questions | champion - | similarity difference | 95% interval | repetition "
+                  "(champion / other) |", "|---|---|---|---|---|---|"]
+        for name, v in verdict["answers"].items():
+            lines.append(f"| {name} | {v['questions']} | {v['versus']} | {v['difference']:+.4f} | "
+                         f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {v['champion_repetition']:.2f} / "
+                         f"{v['other_repetition']:.2f} |")
+        lines += ["", "Similarity: MiniLM cosine of each answer to its reference answer (as `medlora evaluate`); "
+                  "repetition: the share of answers repeating a 4-word run."]
     return "\n".join(lines) + "\n"
 
 
@@ -133,5 +203,10 @@ def record(verdict: dict, study_dir, run_id: str | None) -> None:
             for metric, value in (("difference", v["difference"]), ("ci_low", v["ci95"][0]),
                                   ("ci_high", v["ci95"][1])):
                 client.log_metric(run_id, f"verdict_{key}_loss_{metric}", round(value, 4))
+        for name, v in verdict.get("answers", {}).items():
+            key = name.replace(" ", "_")
+            for metric, value in (("difference", v["difference"]), ("ci_low", v["ci95"][0]),
+                                  ("ci_high", v["ci95"][1])):
+                client.log_metric(run_id, f"verdict_{key}_similarity_{metric}", round(value, 4))
         client.log_artifact(run_id, str(study_dir / "verdict.md"))
     print(f"medlora: verdict: {verdict['summary']} ({study_dir / 'verdict.md'})", file=sys.stderr)
