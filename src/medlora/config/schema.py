@@ -125,6 +125,7 @@ class TrainConfig(Section):
     loss: Literal["answer_only", "default"]  # answer_only: default_loss's value and gradient, less work
     cpu_streams: PositiveInt  # batch parts computed concurrently on MLX CPU streams (answer_only loss)
     eval_cpu_streams: PositiveInt  # the same for validation batches
+    cache_frozen_prefix: bool  # validation reuses the output of the blocks LoRA leaves frozen (training/frozen_prefix.py)
     fast_math: bool  # medlora.models.fastmath: a faster exp in SwiGLU while training and validating
     truncation: Literal["sentence", "hard"]  # long answers end at their last whole sentence, or mid-sentence
     validate_base: bool  # false: skip the loss of the untrained model (iteration 0), the same for every study trial

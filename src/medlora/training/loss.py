@@ -33,6 +33,7 @@ import numpy as np
 from mlx_lm.tuner.trainer import default_loss
 
 from medlora.models import blas
+from medlora.training import frozen_prefix
 
 POSITION_BUCKET = 64
 # Architectures whose mlx-lm ``Model.__call__`` is exactly ``model.model(inputs)`` followed by
@@ -97,35 +98,44 @@ class AnswerOnlyLoss:
     compiled and evaluated at once, with OpenBLAS threads divided among the parts.
     """
 
-    def __init__(self, streams: int = 1):
+    def __init__(self, streams: int = 1, cache_prefix: bool = False):
         self._cpu_streams = [mx.new_stream(mx.cpu) for _ in range(streams)] if streams > 1 else []
         self._compiled_eval: Callable | None = None
+        self._cache_prefix, self._depth = cache_prefix, 0
 
     def __call__(self, model, batch, lengths, index, weight):
         if model.training:
             return self._loss(model, batch, lengths, index, weight)
         if self._compiled_eval is None:
-            self._compiled_eval = mx.compile(lambda *a: self._loss(model, *a), inputs=model.state)
+            depth = frozen_prefix.frozen_blocks(model) if self._cache_prefix and frozen_prefix.supported(model) else 0
+            self._depth = depth if depth < len(model.model.layers) else 0  # the untrained model: nothing to reuse
+            self._compiled_eval = mx.compile(lambda *a: self._loss(model, *a, start=self._depth), inputs=model.state)
         with blas.threads((os.cpu_count() or 1) // index.shape[0]):
+            if self._depth:  # the frozen blocks' output for this batch: computed once per process (cached)
+                batch = frozen_prefix.CACHE.hidden(model, batch[:, :-1], self._depth), batch[:, 1:]
             out = self._compiled_eval(batch, lengths, index, weight)
             mx.eval(out)
         return out
 
-    def _loss(self, model, batch, lengths, index, weight):
-        inputs, targets = batch[:, :-1], batch[:, 1:]
+    def _loss(self, model, batch, lengths, index, weight, start: int = 0):
+        """``batch``: token ids, or (start > 0) the pair (hidden states after ``start`` blocks, targets)."""
+        inputs, targets = (batch[:, :-1], batch[:, 1:]) if start == 0 else batch
         totals = []
-        for s, part in enumerate(parts(batch.shape[0], index.shape[0])):
+        for s, part in enumerate(parts(targets.shape[0], index.shape[0])):
             if index.shape[0] > 1:
                 with mx.stream(self._cpu_streams[s]):
-                    totals.append(self._part_sum(model, inputs[part], targets[part], index[s], weight[s]))
+                    totals.append(self._part_sum(model, inputs[part], targets[part], index[s], weight[s], start))
             else:
-                totals.append(self._part_sum(model, inputs[part], targets[part], index[s], weight[s]))
+                totals.append(self._part_sum(model, inputs[part], targets[part], index[s], weight[s], start))
         ntoks = weight.sum()
         loss = sum(totals) / ntoks
         return loss, ntoks.astype(mx.int32)
 
-    def _part_sum(self, model, inputs, targets, index, weight):
-        hidden = model.model(inputs)
+    def _part_sum(self, model, inputs, targets, index, weight, start: int = 0):
+        if start == 0:
+            hidden = model.model(inputs)
+        else:  # ``inputs`` are the hidden states after the frozen blocks
+            hidden = model.model.norm(frozen_prefix.run_blocks(model, inputs, start, len(model.model.layers)))
         hidden = hidden.reshape(-1, hidden.shape[-1])[index]
         logits = project(model, hidden)
         ce = nn.losses.cross_entropy(logits, targets.reshape(-1)[index]) * weight
@@ -135,12 +145,13 @@ class AnswerOnlyLoss:
 Extend = Callable[[Iterator], Iterator]
 
 
-def training_loss(train_cfg, model) -> tuple[Callable, Extend, Extend]:
+def training_loss(train_cfg, model, cache_prefix: bool = False) -> tuple[Callable, Extend, Extend]:
     """``(loss, extend_train, extend_eval)``: the loss for mlx-lm's trainer, and what turns mlx-lm's training
-    and validation batches into its arguments."""
+    and validation batches into its arguments. ``cache_prefix``: validation reuses the frozen blocks' output
+    (:mod:`medlora.training.frozen_prefix`; for runs that validate the same batches again and again)."""
     if train_cfg.loss == "answer_only" and supports_answer_only(model):
         streams, eval_streams = train_cfg.cpu_streams, train_cfg.eval_cpu_streams
-        return (AnswerOnlyLoss(max(streams, eval_streams)),
+        return (AnswerOnlyLoss(max(streams, eval_streams), cache_prefix),
                 partial(with_answer_positions, streams=streams), partial(with_answer_positions, streams=eval_streams))
     if train_cfg.loss == "answer_only":
         print(f"medlora: note: train.loss=answer_only does not know model type "

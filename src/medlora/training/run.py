@@ -141,7 +141,7 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     )
     (tmp / "final").mkdir()
     optimizer = OPTIMIZERS[cfg.train.optimizer](learning_rate=learning_rate_schedule(cfg.train))
-    loss, extend_train, extend_eval = training_loss(cfg.train, model)
+    loss, extend_train, extend_eval = training_loss(cfg.train, model, cfg.train.cache_frozen_prefix)
     reset_peaks()
     streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
     with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams):
