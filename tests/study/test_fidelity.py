@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pytest
 from conftest import isolated_overrides
+from mlflow.tracking import MlflowClient
 
 from medlora.config import compose, load_run_config, to_study_config
 from medlora.errors import UserError
@@ -99,6 +100,11 @@ def test_complete_trials_answer_the_study_questions_and_are_compared_with_the_ba
     assert "untuned model's" in verdict["summary"]
     trials = (cfg.dir / "trials.csv").read_text().splitlines()
     assert "answer_similarity" in trials[0].split(",")
+    store = f"sqlite:///{(cfg.dir.parent.parent / 'mlruns').resolve() / 'mlflow.db'}"
+    parent = MlflowClient(tracking_uri=store).get_run(study.user_attrs["mlflow_parent_run_id"])
+    vs_base = verdict["answers"]["study questions vs base model"]
+    assert parent.data.metrics["verdict_study_questions_vs_base_model_similarity_difference"] == pytest.approx(
+        vs_base["difference"], abs=1e-4)
 
 
 def _scored_trial(similarity: list[float], loss: float, signature: str = "consumer:3:8", memory: float = -1.0):

@@ -198,15 +198,11 @@ def record(verdict: dict, study_dir, run_id: str | None) -> None:
     if run_id is not None:
         client = mlflow.tracking.MlflowClient()
         client.set_tag(run_id, "verdict", verdict["summary"])
-        for name, v in verdict["sets"].items():
-            key = name.replace(" ", "_")
-            for metric, value in (("difference", v["difference"]), ("ci_low", v["ci95"][0]),
-                                  ("ci_high", v["ci95"][1])):
-                client.log_metric(run_id, f"verdict_{key}_loss_{metric}", round(value, 4))
-        for name, v in verdict.get("answers", {}).items():
-            key = name.replace(" ", "_")
-            for metric, value in (("difference", v["difference"]), ("ci_low", v["ci95"][0]),
-                                  ("ci_high", v["ci95"][1])):
-                client.log_metric(run_id, f"verdict_{key}_similarity_{metric}", round(value, 4))
+        for kind, compared in (("loss", verdict["sets"]), ("similarity", verdict.get("answers", {}))):
+            for name, v in compared.items():
+                key = name.replace(" ", "_")
+                for metric, value in (("difference", v["difference"]), ("ci_low", v["ci95"][0]),
+                                      ("ci_high", v["ci95"][1])):
+                    client.log_metric(run_id, f"verdict_{key}_{kind}_{metric}", round(value, 4))
         client.log_artifact(run_id, str(study_dir / "verdict.md"))
     print(f"medlora: verdict: {verdict['summary']} ({study_dir / 'verdict.md'})", file=sys.stderr)
