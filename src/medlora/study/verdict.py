@@ -33,7 +33,6 @@ from medlora.files import temporary_dir, write_file
 from medlora.models.generation import load_with_adapter
 from medlora.config.study_schema import AnswerCheckConfig
 from medlora.study import answer_check, report
-from medlora.study.answer_check import FRESH_VALIDATION
 from medlora.training.batches import shuffled_valid
 from medlora.training.heldout import paired_bootstrap, per_question_losses
 
@@ -50,7 +49,7 @@ def pick(study: optuna.Study, objective: str = "loss"):
 def held_out_sets(cfg: RunConfig) -> dict[str, list[dict]]:
     """The fresh validation questions and the test sample (the valid split shuffled as training does)."""
     valid = shuffled_valid(cfg, splits.prepare_from_config(cfg.data, cfg.paths.processed))
-    fresh = valid[cfg.train.val_examples: cfg.train.val_examples + FRESH_VALIDATION]
+    fresh = valid[cfg.train.val_examples: cfg.train.val_examples + answer_check.FRESH_VALIDATION]
     return {"fresh validation": fresh, "test": test_sample(cfg)}
 
 

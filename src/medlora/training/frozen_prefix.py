@@ -14,7 +14,7 @@ uncached forward pass (``tests/training/test_frozen_prefix.py``).
 
 Only for mlx-lm's ``llama`` models whose blocks all use full attention (SmolLM2 and TinyLlama-style
 models: their forward pass is exactly embed -> blocks with a causal mask -> norm, which
-``tests/models/test_mlx_lm_internals.py`` checks); other models validate the usual way.
+``tests/training/test_frozen_prefix.py`` checks against mlx-lm's own); other models validate the usual way.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def frozen_blocks(model) -> int:
 
 
 def fingerprint(model) -> str:
-    """Which base model (cheap: shapes and a slice of the first and last frozen weights' values)."""
+    """Which base model (cheap: the shapes and a slice of the first block's MLP weights)."""
     first = model.model.layers[0].mlp.down_proj
     weight = getattr(first, "weight", None)
     probe = np.array(weight[0, :16]) if weight is not None else np.zeros(1)
