@@ -32,7 +32,8 @@ def test_the_shipped_classifier_was_fitted_on_the_shipped_tuning_half():
     classifier = semantic.Classifier.load()
     assert classifier.tuning_sha256 == semantic.tuning_digest()
     assert set(classifier.thresholds) == {*labelled.RED_FLAGS, "red_flag", "risky"}
-    assert classifier.weights.shape == (384 + semantic.HASH_DIM, len(labelled.CLASSES))
+    assert [w.shape for w, _ in classifier.layers] == [(384 + semantic.HASH_DIM, semantic.HIDDEN),
+                                                       (semantic.HIDDEN, len(labelled.CLASSES))]
 
 
 @pytest.mark.parametrize("raw, canonical", [
