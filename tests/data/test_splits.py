@@ -308,3 +308,28 @@ def test_real_medquad_split(tmp_path):
     foci = {name: {" ".join(r["focus"].split()).lower() for r in rs if r["focus"]} for name, rs in records.items()}
     assert not foci["train"] & foci["valid"] and not foci["train"] & foci["test"] and not foci["valid"] & foci["test"]
     assert m["group_by"] == "focus" and m["input_file"] == REAL_CSV.name
+
+
+def test_training_split_is_curated_and_the_others_are_not(tmp_path):
+    rows = filler_rows(60)
+    rows += [[f"What are the signs of disease {g}?", f"What are the signs of disease {g}? Boilerplate table for {g}.",
+              f"Disease {g}", "u"] for g in range(60)]
+    rows += [[f"What causes disease {g}?", f"What causes disease {g}? A virus causes disease {g}.", f"Disease {g}",
+              "u"] for g in range(60)]
+    path = write_csv(tmp_path / "qa.csv", csv_text(["question", "answer", "focus", "url"], rows))
+    plain, curated = run(path, tmp_path / "a"), run(path, tmp_path / "b", drop_train_answers=("Boilerplate table",))
+    assert plain != curated and manifest(curated)["config"]["drop_train_answers"] == ["Boilerplate table"]
+    before, after = all_records(plain), all_records(curated)
+    assert after["valid"] == before["valid"] and after["test"] == before["test"]
+    answers = [assistant_text(r) for r in after["train"]]
+    dropped = sum("Boilerplate" in assistant_text(r) for r in before["train"])
+    assert dropped > 0 and manifest(curated)["counts"]["dropped_from_train"] == dropped
+    assert len(answers) == len(before["train"]) - dropped and not any("Boilerplate" in a for a in answers)
+    causes = [a for a in answers if "virus" in a]
+    assert causes and all(a.startswith("A virus causes disease") for a in causes)  # the repeated question is cut
+    assert "dropped_from_train" not in manifest(plain)["counts"]  # and an uncurated split keeps its id
+
+
+def test_an_invalid_drop_pattern_is_one_line_naming_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="invalid regular expression .*fix: escape it"):
+        DataConfig(csv=None, seed=0, system_prompt=None, drop_train_answers=["What(?"], **FRACTIONS)

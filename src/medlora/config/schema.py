@@ -9,6 +9,8 @@ these values, never the raw Hydra tree. This module must not import mlx.
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,6 +60,18 @@ class DataConfig(Section):
     test_fraction: Fraction
     seed: int
     system_prompt: str | None
+    drop_train_answers: Annotated[tuple[str, ...], Field(strict=False)] = ()  # regular expressions: training rows whose answer matches are left out
+
+    @field_validator("drop_train_answers")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"data.drop_train_answers has an invalid regular expression {pattern!r}: {e} "
+                                 "(fix: escape it, e.g. \\? for a literal question mark)") from None
+        return patterns
 
     @field_validator("csv")
     @classmethod

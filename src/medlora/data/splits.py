@@ -106,8 +106,24 @@ def _split_id(raw: bytes, config: dict) -> tuple[str, str]:
     return hashlib.sha256(identity.encode()).hexdigest()[:12], input_sha256
 
 
+def curate_training(part: pd.DataFrame, drop_answers: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
+    """The training rows worth learning from: rows whose answer matches one of the ``drop_answers`` regular
+    expressions are left out (MedQuAD: boilerplate with no answer in it), and an answer that opens by
+    repeating a question ("What are the signs and symptoms of X? ...") starts after it. (rows, dropped)."""
+    if drop_answers:
+        keep = ~part["answer"].str.contains("|".join(f"(?:{p})" for p in drop_answers), regex=True)
+        dropped, part = int((~keep).sum()), part[keep]
+    else:
+        dropped = 0
+    echo = part["answer"].str.extract(r"^([^.!?]{3,200}\?)\s+(?=\S)", expand=False)
+    starts = echo.fillna("").str.len()
+    part = part.assign(answer=[a[n:].lstrip() for a, n in zip(part["answer"], starts)])
+    return part, dropped
+
+
 def prepare(csv_path: Path, processed_root: Path, *, train_fraction: float, valid_fraction: float,
-            test_fraction: float, seed: int, system_prompt: str | None = None) -> Path:
+            test_fraction: float, seed: int, system_prompt: str | None = None,
+            drop_train_answers: tuple[str, ...] = ()) -> Path:
     """Clean, dedupe, grouped split, write chat JSONL. Returns the split folder
     processed_root/<split_id>/ holding train.jsonl, valid.jsonl, test.jsonl, manifest.json.
     Reuses an existing complete folder for the same split_id (no rework)."""
@@ -117,6 +133,8 @@ def prepare(csv_path: Path, processed_root: Path, *, train_fraction: float, vali
     raw = read_bytes(csv_path)
     config = {"train_fraction": fractions[0], "valid_fraction": fractions[1], "test_fraction": fractions[2],
               "seed": int(seed), "system_prompt": system_prompt}
+    if drop_train_answers:  # only when set, so that existing split ids stay the same
+        config["drop_train_answers"] = list(drop_train_answers)
     split_id, input_sha256 = _split_id(raw, config)
     final = processed_root / split_id
     if (final / "manifest.json").is_file():
@@ -128,6 +146,8 @@ def prepare(csv_path: Path, processed_root: Path, *, train_fraction: float, vali
     files, rows_per_split = {}, {}
     for i, name in enumerate(SPLITS):
         part = table[split_of_row == i]  # input order within a split: stable and deterministic
+        if name == "train" and drop_train_answers:
+            part, counts["dropped_from_train"] = curate_training(part, tuple(drop_train_answers))
         if part.empty and fractions[i] > 0:
             unit = "distinct focus values" if group_by == "focus" else "distinct questions"
             raise UserError(
@@ -155,7 +175,8 @@ def prepare_from_config(data_cfg: DataConfig, processed_root: Path) -> Path:
     """``prepare`` with the values of a validated ``DataConfig`` (no csv: the packaged MedQuAD)."""
     return prepare(data_cfg.csv or PACKAGED_CSV, processed_root, train_fraction=data_cfg.train_fraction,
                    valid_fraction=data_cfg.valid_fraction, test_fraction=data_cfg.test_fraction,
-                   seed=data_cfg.seed, system_prompt=data_cfg.system_prompt)
+                   seed=data_cfg.seed, system_prompt=data_cfg.system_prompt,
+                   drop_train_answers=tuple(data_cfg.drop_train_answers))
 
 
 def load_split(split_dir: Path, name: str) -> list[dict]:
