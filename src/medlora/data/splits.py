@@ -107,14 +107,11 @@ def _split_id(raw: bytes, config: dict) -> tuple[str, str]:
 
 
 def curate_training(part: pd.DataFrame, drop_answers: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
-    """The training rows worth learning from: rows whose answer matches one of the ``drop_answers`` regular
+    """The training rows worth learning from (``drop_answers`` non-empty): rows whose answer matches one of its regular
     expressions are left out (MedQuAD: boilerplate with no answer in it), and an answer that opens by
     repeating a question ("What are the signs and symptoms of X? ...") starts after it. (rows, dropped)."""
-    if drop_answers:
-        keep = ~part["answer"].str.contains("|".join(f"(?:{p})" for p in drop_answers), regex=True)
-        dropped, part = int((~keep).sum()), part[keep]
-    else:
-        dropped = 0
+    keep = ~part["answer"].str.contains("|".join(f"(?:{p})" for p in drop_answers), regex=True)
+    dropped, part = int((~keep).sum()), part[keep]
     echo = part["answer"].str.extract(r"^([^.!?]{3,200}\?)\s+(?=\S)", expand=False)
     starts = echo.fillna("").str.len()
     part = part.assign(answer=[a[n:].lstrip() for a, n in zip(part["answer"], starts)])

@@ -100,14 +100,13 @@ class Classifier:
 
 def fit_network(x: np.ndarray, y: np.ndarray, weight: np.ndarray, hidden: int = HIDDEN, l2: float = 1e-3,
                 steps: int = 300, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """A one-hidden-layer ReLU network (``hidden`` units; 0: softmax regression), weighted, L2-regularised
-    cross-entropy, full-batch Adam from a seeded start: deterministic. Across writers it generalises
-    better than softmax regression on the same features (README beside this module)."""
+    """A one-hidden-layer ReLU network (``hidden`` units), weighted, L2-regularised cross-entropy, full-batch
+    Adam from a seeded start: deterministic. Across writers it generalises better than softmax regression
+    on the same features (README beside this module)."""
     rng, k = np.random.default_rng(seed), len(CLASSES)
-    sizes = [x.shape[1], *([hidden] if hidden else []), k]
+    sizes = [x.shape[1], hidden, k]
     params = [a for n_in, n_out in zip(sizes, sizes[1:])
-              for a in (rng.normal(0.0, np.sqrt(2.0 / n_in), (n_in, n_out)) if hidden else np.zeros((n_in, n_out)),
-                        np.zeros(n_out))]
+              for a in (rng.normal(0.0, np.sqrt(2.0 / n_in), (n_in, n_out)), np.zeros(n_out))]
     moments = [(np.zeros_like(a), np.zeros_like(a)) for a in params]
     target, share = np.eye(k)[y], (weight / weight.sum())[:, None]
     for step in range(1, steps + 1):
