@@ -68,14 +68,7 @@ class Classifier:
     tuning_sha256: str
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        x = features
-        for i, (weights, bias) in enumerate(self.layers):
-            x = x @ weights + bias
-            if i < len(self.layers) - 1:
-                x = np.maximum(x, 0.0)
-        x = x - x.max(axis=1, keepdims=True)
-        p = np.exp(x)
-        return p / p.sum(axis=1, keepdims=True)
+        return forward(self.layers, features)[0]
 
     def save(self, path: Path = CLASSIFIER_NPZ) -> None:
         layers = {f"{name}_{i}": a.astype(np.float32) for i, layer in enumerate(self.layers)
@@ -98,6 +91,18 @@ class Classifier:
                        str(z["tuning_sha256"]))
 
 
+def forward(layers, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(class probabilities, each layer's input): the layers with ReLU between them, then softmax."""
+    inputs = []
+    for i, (weights, bias) in enumerate(layers):
+        inputs.append(x)
+        x = x @ weights + bias
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True), inputs
+
+
 def fit_network(x: np.ndarray, y: np.ndarray, weight: np.ndarray, hidden: int = HIDDEN, l2: float = 1e-3,
                 steps: int = 300, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """A one-hidden-layer ReLU network (``hidden`` units), weighted, L2-regularised cross-entropy, full-batch
@@ -110,14 +115,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, weight: np.ndarray, hidden: int = 
     moments = [(np.zeros_like(a), np.zeros_like(a)) for a in params]
     target, share = np.eye(k)[y], (weight / weight.sum())[:, None]
     for step in range(1, steps + 1):
-        inputs, x_in = [], x
-        for i in range(0, len(params), 2):
-            inputs.append(x_in)
-            x_in = x_in @ params[i] + params[i + 1]
-            if i + 2 < len(params):
-                x_in = np.maximum(x_in, 0.0)
-        p = np.exp(x_in - x_in.max(axis=1, keepdims=True))
-        grad, grads = (p / p.sum(axis=1, keepdims=True) - target) * share, [None] * len(params)
+        p, inputs = forward(tuple(zip(params[::2], params[1::2])), x)
+        grad, grads = (p - target) * share, [None] * len(params)
         for i in range(len(params) - 2, -1, -2):
             grads[i], grads[i + 1] = inputs[i // 2].T @ grad + l2 * params[i], grad.sum(axis=0)
             if i:
