@@ -330,6 +330,30 @@ def test_training_split_is_curated_and_the_others_are_not(tmp_path):
     assert "dropped_from_train" not in manifest(plain)["counts"]  # and an uncurated split keeps its id
 
 
+def test_validation_records_are_curated_the_way_the_training_rows_are(tmp_path):
+    rows = [[f"What are the signs of disease {g}?", f"What are the signs of disease {g}? Boilerplate table for {g}.",
+             f"Disease {g}", "u"] for g in range(40)]
+    rows += [[f"What causes disease {g}?", f"What causes disease {g}? A virus causes disease {g}.", f"Disease {g}",
+              "u"] for g in range(40)]
+    path = write_csv(tmp_path / "qa.csv", csv_text(["question", "answer", "focus", "url"], rows))
+    plain = all_records(run(path, tmp_path / "a"))
+    curated = all_records(run(path, tmp_path / "b", drop_train_answers=("Boilerplate table",)))
+    as_records = data.curate_records(plain["train"], ("Boilerplate table",))
+    assert as_records == curated["train"]  # the records' curation is the training split's, row for row
+    valid = data.curate_records(plain["valid"], ("Boilerplate table",))
+    assert valid and len(valid) < len(plain["valid"])
+    assert all(assistant_text(r).startswith("A virus causes disease") for r in valid)
+    assert data.curate_records(plain["valid"], ()) is plain["valid"]  # nothing to drop: the records as they are
+
+
+def test_the_manifest_of_a_curated_split_is_found_without_preparing_it(tmp_path):
+    cfg = DataConfig(csv=str(write_csv(tmp_path / "qa.csv", csv_text(["question", "answer", "focus", "url"], filler_rows(30)))),
+                     seed=0, system_prompt=None, drop_train_answers=["Nothing matches this"], **FRACTIONS)
+    assert data.prepared_manifest(cfg, tmp_path / "processed") is None
+    folder = prepare_from_config(cfg, tmp_path / "processed")
+    assert data.prepared_manifest(cfg, tmp_path / "processed") == manifest(folder)
+
+
 def test_an_invalid_drop_pattern_is_one_line_naming_the_fix(tmp_path):
     with pytest.raises(ValueError, match="invalid regular expression .*fix: escape it"):
         DataConfig(csv=None, seed=0, system_prompt=None, drop_train_answers=["What(?"], **FRACTIONS)

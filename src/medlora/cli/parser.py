@@ -20,7 +20,7 @@ examples:
   medlora train experiment=quick           # a one-minute smoke run on a tiny random model
   medlora sweep                            # the default study: Optuna search under a memory cap
   medlora sweep study.name=big study.memory_cap_gb=4 study.timeout_minutes=120
-  medlora sweep study.name=long study.fidelity.max_examples=864   # rungs at 96, 288, 864 examples
+  medlora sweep study.name=long study.fidelity.max_examples=1024  # rungs at 64, 256, 1024 examples
   medlora sweep study.name=byloss study.objective=loss   # champion by validation loss, not by its answers
   medlora report study.name=default        # regenerate trials.csv, best.yaml, figures/ from storage
   medlora train --from experiments/default/best.yaml   # rerun the best trial

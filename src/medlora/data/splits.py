@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -106,16 +107,51 @@ def _split_id(raw: bytes, config: dict) -> tuple[str, str]:
     return hashlib.sha256(identity.encode()).hexdigest()[:12], input_sha256
 
 
+def _echo_length(answer: str) -> int:
+    """How many leading characters of ``answer`` repeat a question ("What are the signs and symptoms of X? ...")."""
+    echo = _ECHO.match(answer)
+    return echo.end() if echo else 0
+
+
+_ECHO = re.compile(r"^[^.!?]{3,200}\?\s+(?=\S)")
+
+
 def curate_training(part: pd.DataFrame, drop_answers: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
     """The training rows worth learning from (``drop_answers`` non-empty): rows whose answer matches one of its regular
     expressions are left out (MedQuAD: boilerplate with no answer in it), and an answer that opens by
     repeating a question ("What are the signs and symptoms of X? ...") starts after it. (rows, dropped)."""
-    keep = ~part["answer"].str.contains("|".join(f"(?:{p})" for p in drop_answers), regex=True)
+    keep = ~part["answer"].str.contains(_any_of(drop_answers), regex=True)
     dropped, part = int((~keep).sum()), part[keep]
-    echo = part["answer"].str.extract(r"^([^.!?]{3,200}\?)\s+(?=\S)", expand=False)
-    starts = echo.fillna("").str.len()
-    part = part.assign(answer=[a[n:].lstrip() for a, n in zip(part["answer"], starts)])
-    return part, dropped
+    return part.assign(answer=[a[_echo_length(a):].lstrip() for a in part["answer"]]), dropped
+
+
+def curate_records(records: list[dict], drop_answers: tuple[str, ...]) -> list[dict]:
+    """:func:`curate_training` for chat records (the answer is the last message): the validation examples runs are
+    compared on, curated like the training rows so that validation loss measures what training teaches."""
+    if not drop_answers:
+        return records
+    drop = re.compile(_any_of(drop_answers))
+    kept = []
+    for record in records:
+        answer = record["messages"][-1]["content"]
+        if not drop.search(answer):
+            last = {**record["messages"][-1], "content": answer[_echo_length(answer):].lstrip()}
+            kept.append({**record, "messages": [*record["messages"][:-1], last]})
+    return kept
+
+
+def _any_of(patterns: tuple[str, ...]) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+def _config(train_fraction: float, valid_fraction: float, test_fraction: float, seed: int,
+            system_prompt: str | None, drop_train_answers: tuple[str, ...]) -> dict:
+    """The arguments a split id hashes (``drop_train_answers`` only when set, so that older split ids stay the same)."""
+    config = {"train_fraction": float(train_fraction), "valid_fraction": float(valid_fraction),
+              "test_fraction": float(test_fraction), "seed": int(seed), "system_prompt": system_prompt}
+    if drop_train_answers:
+        config["drop_train_answers"] = list(drop_train_answers)
+    return config
 
 
 def prepare(csv_path: Path, processed_root: Path, *, train_fraction: float, valid_fraction: float,
@@ -128,10 +164,7 @@ def prepare(csv_path: Path, processed_root: Path, *, train_fraction: float, vali
     fractions = (float(train_fraction), float(valid_fraction), float(test_fraction))
     _check_fractions(*fractions)
     raw = read_bytes(csv_path)
-    config = {"train_fraction": fractions[0], "valid_fraction": fractions[1], "test_fraction": fractions[2],
-              "seed": int(seed), "system_prompt": system_prompt}
-    if drop_train_answers:  # only when set, so that existing split ids stay the same
-        config["drop_train_answers"] = list(drop_train_answers)
+    config = _config(*fractions, seed, system_prompt, drop_train_answers)
     split_id, input_sha256 = _split_id(raw, config)
     final = processed_root / split_id
     if (final / "manifest.json").is_file():
@@ -193,7 +226,7 @@ def prepared_manifest(data_cfg: DataConfig, processed_root: Path) -> dict | None
         raw = read_bytes(data_cfg.csv or PACKAGED_CSV)
     except UserError:
         return None
-    config = {"train_fraction": data_cfg.train_fraction, "valid_fraction": data_cfg.valid_fraction,
-              "test_fraction": data_cfg.test_fraction, "seed": data_cfg.seed, "system_prompt": data_cfg.system_prompt}
+    config = _config(data_cfg.train_fraction, data_cfg.valid_fraction, data_cfg.test_fraction, data_cfg.seed,
+                     data_cfg.system_prompt, tuple(data_cfg.drop_train_answers))
     manifest = Path(processed_root) / _split_id(raw, config)[0] / "manifest.json"
     return json.loads(manifest.read_text()) if manifest.is_file() else None

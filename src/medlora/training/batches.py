@@ -1,7 +1,7 @@
 """The datasets and batches a run trains and validates on (mlx-lm's batcher, seeded).
 
-The train set is the whole train split; validation uses a fixed, seeded subset of the
-valid split with its own batch size, so every run and trial is compared on the same examples.
+The train set is the whole (curated) train split; validation uses a fixed, seeded subset of the
+curated valid split with its own batch size, so every run and trial is compared on the same examples.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from medlora.stopping import check as check_stop
 
 
 def shuffled_valid(cfg: RunConfig, split_dir: Path) -> list[dict]:
-    """The valid split in the seeded order every run takes its first ``train.val_examples`` from."""
-    rows = splits.load_split(split_dir, "valid")
+    """The valid split in the seeded order every run takes its first ``train.val_examples`` from, curated like the
+    training split (``data.drop_train_answers``): validation loss then measures what training teaches, not how
+    much of MedQuAD's boilerplate a run has learnt. The valid.jsonl file itself keeps every row."""
+    rows = splits.curate_records(splits.load_split(split_dir, "valid"), tuple(cfg.data.drop_train_answers))
     random.Random(cfg.data.seed).shuffle(rows)
     return rows
 
@@ -33,7 +35,7 @@ def load_datasets(cfg: RunConfig, split_dir: Path, tokenizer, model_key: str):
                      mask_prompt=cfg.train.mask_prompt, max_seq_length=cfg.train.max_seq_length,
                      truncation=cfg.train.truncation)
     train_set = encode(splits.load_split(split_dir, "train"), cache_key=f"train|{model_key}")
-    valid_set = encode(valid_rows[: cfg.train.val_examples], cache_key=f"valid|{model_key}|{cfg.data.seed}")
+    valid_set = encode(valid_rows[: cfg.train.val_examples], cache_key=f"valid|{model_key}|{cfg.data.seed}|curated:{list(cfg.data.drop_train_answers)}")
     if len(train_set) < cfg.train.batch_size:
         raise UserError(
             f"train split has {len(train_set)} usable examples, fewer than train.batch_size={cfg.train.batch_size} "
