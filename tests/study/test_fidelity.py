@@ -177,8 +177,19 @@ def test_the_pruner_is_not_asked_at_the_top_rung():
     callback = PruningCallback(trial, examples_per_step=4, last_rung=36)
     callback.on_val_loss_report({"iteration": 8, "val_loss": 5.0})  # (8 + 1) x 4 = 36: reported, not pruned
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {36: 5.0}
-    with pytest.raises(optuna.TrialPruned, match="at 32 examples"):
+    with pytest.raises(optuna.TrialPruned, match="up to 32 examples"):
         callback.on_val_loss_report({"iteration": 7, "val_loss": 5.0})
+
+
+def test_a_rung_sees_the_best_loss_so_far_and_a_diverged_trial_is_stopped():
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=3.0))
+    trial = study.ask()
+    callback = PruningCallback(trial, examples_per_step=4, last_rung=64)
+    for iteration, loss in ((3, 2.5), (7, 2.9)):  # worse at 32 examples than at 16: the adapter kept is the 16's
+        callback.on_val_loss_report({"iteration": iteration, "val_loss": loss})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {16: 2.5, 32: 2.5}
+    with pytest.raises(optuna.TrialPruned, match="best val loss nan up to 48 examples"):
+        callback.on_val_loss_report({"iteration": 11, "val_loss": float("nan")})
 
 
 def test_layers_are_bounded_by_what_fits_with_the_batch():

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
@@ -36,20 +37,28 @@ class PruningCallback(TrainingCallback):
     Without a fidelity the step reported is the iteration. With one it is the rung in examples
     (steps x batch size), so trials of different batch sizes meet at the same rungs: mlx-lm validates
     *before* the step whose number is a multiple of ``train.steps_per_eval``, so every trial's value for
-    a rung is measured one step before that step completes it."""
+    a rung is measured one step before that step completes it.
+
+    The value reported is the trial's best validation loss so far, not the last one: its adapter is kept at
+    its best step, so that is what it delivers if stopped there, and one noisy evaluation at a rung (a
+    batch-2 trial went 2.07 -> 2.14 between two evaluations 32 examples apart) does not decide its fate.
+    A NaN (diverged) is reported as it is: the pruners stop it."""
 
     def __init__(self, trial: optuna.Trial, examples_per_step: int | None = None,
                  why: str = "the median of earlier trials", last_rung: float = float("inf")):
         self.trial, self.examples_per_step, self.why, self.last_rung = trial, examples_per_step, why, last_rung
+        self.best = float("inf")
 
     def on_val_loss_report(self, info: dict) -> None:
         if info["iteration"] == 0:
             return  # the base model: the same loss in every trial
         step = info["iteration"] if self.examples_per_step is None else (info["iteration"] + 1) * self.examples_per_step
-        self.trial.report(info["val_loss"], step=step)
+        loss = info["val_loss"]
+        self.best = loss if math.isnan(loss) else min(self.best, loss)
+        self.trial.report(self.best, step=step)
         if step < self.last_rung and self.trial.should_prune():  # a trial at the top rung has paid: it completes
             where = f"iteration {step}" if self.examples_per_step is None else f"{step} examples"
-            raise optuna.TrialPruned(f"val loss {info['val_loss']:.3f} at {where} is worse than {self.why}")
+            raise optuna.TrialPruned(f"best val loss {self.best:.3f} up to {where} is worse than {self.why}")
 
 
 @dataclass(frozen=True)
