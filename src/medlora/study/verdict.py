@@ -3,7 +3,7 @@ stands), by more than the noise?
 
 Both trials' best adapters are scored question by question on two sets neither was chosen on:
 
-- ``fresh validation``: valid-split questions *after* the study's fixed validation subset (the
+- ``fresh validation``: (curated) valid-split questions *after* the study's fixed validation subset (the
   subset ranked the trials, so the champion's loss there is biased low: the winner's curse);
 - ``test``: the held-out test split, the same seeded sample as ``medlora evaluate`` (evaluate.questions).
 
