@@ -107,22 +107,28 @@ def _split_id(raw: bytes, config: dict) -> tuple[str, str]:
     return hashlib.sha256(identity.encode()).hexdigest()[:12], input_sha256
 
 
-def _echo_length(answer: str) -> int:
-    """How many leading characters of ``answer`` repeat a question ("What are the signs and symptoms of X? ...")."""
-    echo = _ECHO.match(answer)
-    return echo.end() if echo else 0
-
-
 _ECHO = re.compile(r"^[^.!?]{3,200}\?\s+(?=\S)")
 
 
+def _curated(answer: str, drop: re.Pattern) -> str | None:
+    """The one curation rule: None for an answer ``drop`` matches (MedQuAD: boilerplate with no answer in it),
+    else the answer without a leading repeated question ("What are the signs and symptoms of X? ...")."""
+    if drop.search(answer):
+        return None
+    echo = _ECHO.match(answer)
+    return answer[echo.end() if echo else 0:].lstrip()
+
+
+def _drop_pattern(drop_answers: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in drop_answers))
+
+
 def curate_training(part: pd.DataFrame, drop_answers: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
-    """The training rows worth learning from (``drop_answers`` non-empty): rows whose answer matches one of its regular
-    expressions are left out (MedQuAD: boilerplate with no answer in it), and an answer that opens by
-    repeating a question ("What are the signs and symptoms of X? ...") starts after it. (rows, dropped)."""
-    keep = ~part["answer"].str.contains(_any_of(drop_answers), regex=True)
-    dropped, part = int((~keep).sum()), part[keep]
-    return part.assign(answer=[a[_echo_length(a):].lstrip() for a in part["answer"]]), dropped
+    """The training rows worth learning from (``drop_answers`` non-empty, :func:`_curated`). (rows, dropped)."""
+    drop = _drop_pattern(drop_answers)
+    answers = [_curated(a, drop) for a in part["answer"]]
+    keep = [a is not None for a in answers]
+    return part[keep].assign(answer=[a for a in answers if a is not None]), len(keep) - sum(keep)
 
 
 def curate_records(records: list[dict], drop_answers: tuple[str, ...]) -> list[dict]:
@@ -130,18 +136,13 @@ def curate_records(records: list[dict], drop_answers: tuple[str, ...]) -> list[d
     compared on, curated like the training rows so that validation loss measures what training teaches."""
     if not drop_answers:
         return records
-    drop = re.compile(_any_of(drop_answers))
-    kept = []
+    drop, kept = _drop_pattern(drop_answers), []
     for record in records:
-        answer = record["messages"][-1]["content"]
-        if not drop.search(answer):
-            last = {**record["messages"][-1], "content": answer[_echo_length(answer):].lstrip()}
+        answer = _curated(record["messages"][-1]["content"], drop)
+        if answer is not None:
+            last = {**record["messages"][-1], "content": answer}
             kept.append({**record, "messages": [*record["messages"][:-1], last]})
     return kept
-
-
-def _any_of(patterns: tuple[str, ...]) -> str:
-    return "|".join(f"(?:{p})" for p in patterns)
 
 
 def _config(train_fraction: float, valid_fraction: float, test_fraction: float, seed: int,
