@@ -24,7 +24,7 @@ from medlora.training.heldout import paired_bootstrap
 from medlora.training.run import learning_rate_schedule
 
 ASHA = ["study=tiny", "study.n_trials=9", "study.enqueue_baseline=true", "study.sampler.seed=1",
-        "study.fidelity={max_examples: 36, reduction_factor: 3, rungs: 3}", "study.pruner.name=asha",
+        "study.fidelity={max_examples: 36, reduction_factor: 3, rungs: 3, first_bracket: 3}", "study.pruner.name=asha",
         "study.search_space.train.iters=null", "study.search_space.train.batch_size.choices=[1,2,4]",
         "study.memory_cap_gb=0.2",
         "+study.search_space.train.lr_schedule={type: categorical, choices: [constant, cosine]}",
@@ -56,6 +56,21 @@ def test_trials_meet_at_rungs_of_examples_and_only_the_best_go_on(asha_study):
     assert pruned and complete
     assert all(max(t.intermediate_values) == 36 for t in complete)  # a trial at the top rung completes
     assert all(max(t.intermediate_values) < 36 for t in pruned)
+
+
+def test_the_first_bracket_is_screened_together_and_its_best_configuration_trained_again(asha_study):
+    study, cfg = asha_study
+    trials = study.get_trials()
+    screened = trials[1:4]  # trial 0 is the baseline
+    assert all(t.user_attrs.get("bracket") == "screen" and t.state == optuna.trial.TrialState.PRUNED
+               and max(t.intermediate_values) == 4 and t.user_attrs["reason"].startswith("screened") for t in screened)
+    best = min(screened, key=lambda t: t.intermediate_values[4])
+    again = trials[4]
+    assert again.user_attrs["promoted_from"] == best.number and again.params == best.params
+    assert again.intermediate_values[4] == pytest.approx(best.intermediate_values[4], rel=1e-5)  # the same seed
+    assert max(again.intermediate_values) > 4  # it went past the first rung
+    assert study.user_attrs["first_bracket_promoted"] == [best.number]
+    assert all("bracket" not in t.user_attrs for t in trials[5:])
 
 
 def test_no_trial_number_is_spent_on_a_batch_over_the_cap(asha_study):

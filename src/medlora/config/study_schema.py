@@ -55,6 +55,8 @@ class FidelityConfig(Section):
     max_examples: PositiveInt  # the top rung: what a trial that is never pruned trains on
     reduction_factor: Annotated[int, Field(ge=2)]  # 1 in reduction_factor trials goes on to the next rung
     rungs: PositiveInt
+    first_bracket: NonNegativeInt = 0  # this many configurations are screened at the first rung before any goes
+                                       # on; then the best 1 in reduction_factor go on (0: asynchronous throughout)
 
     @property
     def min_examples(self) -> int:

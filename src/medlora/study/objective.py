@@ -25,7 +25,7 @@ from mlx_lm.tuner.callbacks import TrainingCallback
 from medlora import liveness, tracking
 from medlora.config import RunConfig, StudyConfig, TrainConfig, load_run_config
 from medlora.config.secrets import mask
-from medlora.study import answer_check
+from medlora.study import answer_check, bracket
 from medlora.study.space import suggest_all
 from medlora.training import memory, memory_guard
 from medlora.training.run import KEY_SETTINGS, train
@@ -45,9 +45,9 @@ class PruningCallback(TrainingCallback):
     A NaN (diverged) is reported as it is: the pruners stop it."""
 
     def __init__(self, trial: optuna.Trial, examples_per_step: int | None = None,
-                 why: str = "the median of earlier trials", last_rung: float = float("inf")):
+                 why: str = "the median of earlier trials", last_rung: float = float("inf"), screened: str = ""):
         self.trial, self.examples_per_step, self.why, self.last_rung = trial, examples_per_step, why, last_rung
-        self.best = float("inf")
+        self.best, self.screened = float("inf"), screened
 
     def on_val_loss_report(self, info: dict) -> None:
         if info["iteration"] == 0:
@@ -58,6 +58,8 @@ class PruningCallback(TrainingCallback):
         self.trial.report(self.best, step=step)
         if step < self.last_rung and self.trial.should_prune():  # a trial at the top rung has paid: it completes
             where = f"iteration {step}" if self.examples_per_step is None else f"{step} examples"
+            if self.screened and not math.isnan(self.best):
+                raise optuna.TrialPruned(f"screened: best val loss {self.best:.3f} at {where} ({self.screened})")
             raise optuna.TrialPruned(f"best val loss {self.best:.3f} up to {where} is worse than {self.why}")
 
 
@@ -88,6 +90,7 @@ def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
 
 def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     trial.set_user_attr("worker", liveness.me())  # first: a rerun on this host can tell at once that it died
+    role = bracket.assign(trial, first_bracket(ctx.study_cfg))
     cap = ctx.study_cfg.memory_cap_gb
     params = suggest_all(trial, ctx.study_cfg, ctx.memory_model, ctx.defaults, n_blocks)
     overrides = trial_overrides(ctx, params)
@@ -108,7 +111,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     try:
         result = train(
             cfg, nested=True, tags=tags,
-            extra_callbacks=[pruning_callback(trial, ctx, cfg), memory_guard.MemoryGuard(cap)],
+            extra_callbacks=[pruning_callback(trial, ctx, cfg, role), memory_guard.MemoryGuard(cap)],
             extra_params={"trial_number": trial.number, "predicted_peak_gb": round(predicted, 4)},
             param_keys=params,
             stop_exceptions={optuna.TrialPruned: "pruned", memory_guard.MemoryCapExceeded: "over cap"},
@@ -134,11 +137,19 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     return result.best_val_loss
 
 
-def pruning_callback(trial: optuna.Trial, ctx: StudyContext, cfg: RunConfig) -> PruningCallback:
+def first_bracket(study_cfg: StudyConfig) -> int:
+    """How many configurations are screened together at the first rung (successive halving only)."""
+    fidelity = study_cfg.fidelity
+    return fidelity.first_bracket if fidelity is not None and study_cfg.pruner.name == "asha" else 0
+
+
+def pruning_callback(trial: optuna.Trial, ctx: StudyContext, cfg: RunConfig, role: str | None = None) -> PruningCallback:
     if ctx.study_cfg.fidelity is None:
         return PruningCallback(trial)
     fidelity = ctx.study_cfg.fidelity
-    return PruningCallback(trial, cfg.train.batch_size, last_rung=fidelity.max_examples,
+    screened = (f"the first {fidelity.first_bracket} configurations are compared here; the best 1 in "
+                f"{fidelity.reduction_factor} are trained again to go on" if role == "screen" else "")
+    return PruningCallback(trial, cfg.train.batch_size, last_rung=fidelity.max_examples, screened=screened,
                            why=f"the best 1 in {fidelity.reduction_factor} of the trials that reached this rung")
 
 

@@ -23,8 +23,8 @@ from medlora.config.secrets import mask
 from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
-from medlora.study import answer_check, overview, report, verdict
-from medlora.study.objective import StudyContext, objective
+from medlora.study import answer_check, bracket, overview, report, verdict
+from medlora.study.objective import StudyContext, first_bracket, objective
 from medlora.study.space import distribution, fitting_space
 from medlora.study.storage import existing_study, load_study, open_storage
 from medlora.training import memory
@@ -167,13 +167,35 @@ def run_study(study_cfg: StudyConfig, run_cfg: RunConfig, base_overrides: list[s
             study.optimize(
                 lambda trial: objective(trial, ctx, n_blocks),
                 timeout=study_cfg.timeout_minutes * 60,
-                callbacks=[optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED),
-                           lambda _study, _trial: stopping.check()],  # a stop lost in a trial's teardown
+                callbacks=after_each_trial(study_cfg),
                 catch=(),
                 gc_after_trial=True,
             )
         finish(study, study_cfg, trial_cfg, parent.info.run_id, searched, rejudge=remaining > 0)
     return study
+
+
+def after_each_trial(study_cfg: StudyConfig) -> list:
+    """Study callbacks: stop at n_trials (running ones count), promote the first bracket's best, and honour a
+    stop lost in a trial's teardown."""
+    return [optuna.study.MaxTrialsCallback(study_cfg.n_trials, states=COUNTED), promote_first_bracket(study_cfg),
+            lambda _study, _trial: stopping.check()]
+
+
+def promote_first_bracket(study_cfg: StudyConfig):
+    """The study callback that enqueues the first bracket's best configurations (a no-op without one)."""
+    fidelity = study_cfg.fidelity
+    if not first_bracket(study_cfg):
+        return lambda _study, _trial: None
+    promote = bracket.Promote(fidelity.first_bracket, fidelity.reduction_factor, fidelity.min_examples)
+
+    def callback(study: optuna.Study, trial) -> None:
+        promoted = promote(study, trial)
+        if promoted:
+            print(f"medlora: first bracket: {fidelity.first_bracket} configurations screened at "
+                  f"{fidelity.min_examples} examples; trials {', '.join(map(str, promoted))} go on (trained again "
+                  "from the start)", file=sys.stderr)
+    return callback
 
 
 def finish(study: optuna.Study, study_cfg: StudyConfig, trial_cfg: RunConfig, parent_run_id: str,

@@ -17,6 +17,7 @@ from medlora.config import StudyConfig
 from medlora.config.secrets import mask
 from medlora.config.study_schema import FidelityConfig, PrunerConfig, SamplerConfig
 from medlora.errors import UserError
+from medlora.study import bracket
 
 
 def open_storage(url: str, heartbeat_seconds: int = 20, grace_seconds: int = 60) -> optuna.storages.BaseStorage:
@@ -52,9 +53,12 @@ def make_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
 
 def make_pruner(cfg: PrunerConfig, fidelity: FidelityConfig | None = None) -> optuna.pruners.BasePruner:
     if cfg.name == "asha":  # successive halving on examples seen: rungs at min_examples * reduction_factor**k
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=fidelity.min_examples,
-                                                      reduction_factor=fidelity.reduction_factor,
-                                                      min_early_stopping_rate=0)
+        halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=fidelity.min_examples,
+                                                         reduction_factor=fidelity.reduction_factor,
+                                                         min_early_stopping_rate=0)
+        if fidelity.first_bracket:  # the first configurations are screened together (medlora.study.bracket)
+            return bracket.FirstBracketPruner(halving, fidelity.min_examples, fidelity.reduction_factor)
+        return halving
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
     if cfg.name == "threshold":  # prune any trial whose val loss is above `upper`

@@ -17,6 +17,7 @@ import numpy as np
 from medlora.config import RunConfig
 from medlora.data.tokenize import encode_chats
 from medlora.models.fastmath import fast_kernels
+from medlora.training.loss import project, supports_answer_only
 
 
 def per_question_losses(cfg: RunConfig, model, tokenizer, records: Sequence[dict], batch_size: int = 4) -> np.ndarray:
@@ -37,20 +38,29 @@ def per_question_losses(cfg: RunConfig, model, tokenizer, records: Sequence[dict
 
 
 def _batch_losses(model, rows: list[tuple[list[int], int]], max_seq_length: int) -> list[float]:
-    """Mean loss over each row's answer tokens, one forward pass for the batch."""
+    """Mean loss over each row's answer tokens, one forward pass for the batch.
+
+    Only the answer positions are projected onto the vocabulary (as ``train.loss=answer_only`` does):
+    the projection and its softmax over 49,152 columns are most of a forward pass on a CPU, and the
+    prompt and padding positions were thrown away."""
     tokens = [ids[:max_seq_length] for ids, _ in rows]
     width = max(len(t) for t in tokens)
     batch = mx.array([t + [0] * (width - len(t)) for t in tokens])
-    offsets = mx.array([[offset] for _, offset in rows])
-    lengths = mx.array([[len(t)] for t in tokens])
-    logits = model(batch[:, :-1]).astype(mx.float32)
-    steps = mx.arange(1, width)[None, :]
-    mask = ((steps >= offsets) & (steps <= lengths - 1)).astype(mx.float32)  # position j predicts token j + 1
-    ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * mask
+    steps = np.arange(1, width)[None, :]  # position j predicts token j + 1
+    mask = (steps >= np.array([[offset] for _, offset in rows])) & (steps <= np.array([[len(t) - 1] for t in tokens]))
+    flat = np.flatnonzero(mask)
     counts = mask.sum(axis=1)
-    per_row = ce.sum(axis=1) / mx.maximum(counts, 1)
-    mx.eval(per_row, counts)
-    return [float(v) if n > 0 else float("nan") for v, n in zip(per_row.tolist(), counts.tolist())]
+    if flat.size == 0:
+        return [float("nan")] * len(rows)
+    if supports_answer_only(model):
+        hidden = model.model(batch[:, :-1])
+        logits = project(model, hidden.reshape(-1, hidden.shape[-1])[mx.array(flat)])
+    else:
+        logits = model(batch[:, :-1])
+        logits = logits.reshape(-1, logits.shape[-1])[mx.array(flat)]
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), batch[:, 1:].reshape(-1)[mx.array(flat)])
+    sums = np.bincount(flat // (width - 1), weights=np.array(ce), minlength=len(rows))
+    return [float(v / n) if n > 0 else float("nan") for v, n in zip(sums, counts)]
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
