@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -71,6 +72,11 @@ def test_the_first_bracket_is_screened_together_and_its_best_configuration_train
     assert max(again.intermediate_values) > 4  # it went past the first rung
     assert study.user_attrs["first_bracket_promoted"] == [best.number]
     assert all("bracket" not in t.user_attrs for t in trials[5:])
+    search = json.loads((cfg.dir / "verdict.json").read_text())["search"]
+    assert (search["configurations"], search["trials"], search["screened"]) == (8, 9, 3)  # trial 4 is trial 1, 2 or 3
+    rows = list(csv.DictReader((cfg.dir / "trials.csv").open()))
+    assert [r["bracket"] for r in rows[:5]] == ["", "screen", "screen", "screen", "promoted"]
+    assert float(rows[4]["promoted_from"]) == best.number
 
 
 def test_no_trial_number_is_spent_on_a_batch_over_the_cap(asha_study):

@@ -51,7 +51,10 @@ def cmd_sweep(cfg, composed, args) -> None:
     print(frame.drop(columns=["reason", "run_id"], errors="ignore").dropna(axis=1, how="all").to_string(index=False))
     best = best_trial(study, study_cfg.objective)
     where = study_cfg.dir
-    print(f"medlora: study {study_cfg.name}: {len(frame)} trials; outputs in {where}/ (trials.csv, best.yaml, figures/)")
+    waiting = int((frame["state"] == "WAITING").sum())
+    queued = f" ({waiting} queued configurations not run yet: rerun the command to train them)" if waiting else ""
+    print(f"medlora: study {study_cfg.name}: {len(frame) - waiting} trials{queued}; outputs in {where}/ "
+          "(trials.csv, best.yaml, figures/)")
     if best is not None:
         scored = (f", answer similarity {best.user_attrs['answer_similarity']:.3f}"
                   if "answer_similarity" in best.user_attrs else "")

@@ -62,16 +62,19 @@ def adapter_losses(cfg: RunConfig, run_id: str, sets: dict[str, list[dict]]) -> 
 
 
 def spent(study: optuna.Study) -> dict:
-    """What the search cost: configurations tried, per hour, tokens trained by complete trials, and (with a
-    fidelity, where a trial's last report is the examples it had seen) examples trained by all trials."""
+    """What the search cost: configurations tried (a first-bracket configuration trained again counts once), per
+    hour, tokens trained by complete trials, and (with a fidelity, where a trial's last report is the examples it
+    had seen) examples trained by all trials."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete]
     if not trials:
         return {}
     hours = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds() / 3600
     examples = [max(t.intermediate_values, default=0) for t in trials]
     states = [t.state.name for t in trials]
-    return {"configurations": len(trials), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
-            "per_hour": round(len(trials) / hours, 1) if hours > 0 else None,
+    configurations = len(trials) - sum("promoted_from" in t.user_attrs for t in trials)
+    return {"configurations": configurations, "trials": len(trials), "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"), "screened": sum(t.user_attrs.get("bracket") == "screen" for t in trials),
+            "per_hour": round(configurations / hours, 1) if hours > 0 else None,
             "last_reported_step_sum": int(sum(examples)),
             "trained_tokens_of_complete": int(sum(t.user_attrs.get("trained_tokens", 0) for t in trials))}
 
@@ -166,7 +169,8 @@ def markdown(verdict: dict) -> str:
              f"baseline trial {verdict['baseline_trial']}: {verdict['baseline_params']}", ""]
     if verdict.get("search"):
         k = verdict["search"]
-        lines += [f"Search: {k['configurations']} configurations ({k['complete']} complete, {k['pruned']} pruned), "
+        lines += [f"Search: {k['configurations']} configurations in {k.get('trials', k['configurations'])} trials "
+                  f"({k['complete']} complete, {k['pruned']} pruned, {k.get('screened', 0)} of them screened), "
                   f"{k['per_hour']} per hour; the champion's best step: iteration "
                   f"{verdict.get('champion_best_iteration')}.", ""]
     if verdict["sets"]:
