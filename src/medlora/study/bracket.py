@@ -27,9 +27,17 @@ import math
 import optuna
 from optuna.trial import TrialState
 
+from medlora.config import StudyConfig
+
 ROLE = "bracket"  # trial user attribute: "screen" | "promoted"
 PROMOTED_FROM = "promoted_from"  # trial user attribute: the screened trial whose configuration this is
 DONE = "first_bracket_promoted"  # study user attribute: the screened trials that were promoted
+
+
+def size(study_cfg: StudyConfig) -> int:
+    """How many configurations are screened together at the first rung (with successive halving only)."""
+    fidelity = study_cfg.fidelity
+    return fidelity.first_bracket if fidelity is not None and study_cfg.pruner.name == "asha" else 0
 
 
 class FirstBracketPruner(optuna.pruners.BasePruner):

@@ -90,7 +90,7 @@ def lora_layers(cfg: RunConfig, n_blocks: int) -> int:
 
 def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     trial.set_user_attr("worker", liveness.me())  # first: a rerun on this host can tell at once that it died
-    role = bracket.assign(trial, first_bracket(ctx.study_cfg))
+    role = bracket.assign(trial, bracket.size(ctx.study_cfg))
     cap = ctx.study_cfg.memory_cap_gb
     params = suggest_all(trial, ctx.study_cfg, ctx.memory_model, ctx.defaults, n_blocks)
     overrides = trial_overrides(ctx, params)
@@ -135,12 +135,6 @@ def objective(trial: optuna.Trial, ctx: StudyContext, n_blocks: int) -> float:
     if ctx.asked is not None:
         answer_check.score_trial(trial, cfg, result.run_id, ctx.asked, ctx.study_cfg.answers)
     return result.best_val_loss
-
-
-def first_bracket(study_cfg: StudyConfig) -> int:
-    """How many configurations are screened together at the first rung (successive halving only)."""
-    fidelity = study_cfg.fidelity
-    return fidelity.first_bracket if fidelity is not None and study_cfg.pruner.name == "asha" else 0
 
 
 def pruning_callback(trial: optuna.Trial, ctx: StudyContext, cfg: RunConfig, role: str | None = None) -> PruningCallback:

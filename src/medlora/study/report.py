@@ -27,8 +27,8 @@ from medlora.errors import UserError  # noqa: E402
 from medlora.files import write_file  # noqa: E402
 
 TRIAL_COLUMNS = ["number", "state", "value", "answer_similarity", "answer_similarity_vs_base", "answer_repetition",
-                 "answer_words", "baseline", "bracket", "promoted_from", "predicted_peak_gb", "measured_peak_gb", "peak_rss_gb",
-                 "trained_tokens", "seconds", "reason", "run_id"]
+                 "answer_words", "baseline", "bracket", "promoted_from", "predicted_peak_gb", "measured_peak_gb",
+                 "peak_rss_gb", "trained_tokens", "seconds", "reason", "run_id"]
 
 
 def trial_state(trial) -> str:

@@ -24,7 +24,7 @@ from medlora.data import splits
 from medlora.errors import UserError
 from medlora.models.load import n_blocks as count_blocks
 from medlora.study import answer_check, bracket, overview, report, verdict
-from medlora.study.objective import StudyContext, first_bracket, objective
+from medlora.study.objective import StudyContext, objective
 from medlora.study.space import distribution, fitting_space
 from medlora.study.storage import existing_study, load_study, open_storage
 from medlora.training import memory
@@ -185,7 +185,7 @@ def after_each_trial(study_cfg: StudyConfig) -> list:
 def promote_first_bracket(study_cfg: StudyConfig):
     """The study callback that enqueues the first bracket's best configurations (a no-op without one)."""
     fidelity = study_cfg.fidelity
-    if not first_bracket(study_cfg):
+    if not bracket.size(study_cfg):
         return lambda _study, _trial: None
     promote = bracket.Promote(fidelity.first_bracket, fidelity.reduction_factor, fidelity.min_examples)
 

@@ -40,25 +40,26 @@ def per_question_losses(cfg: RunConfig, model, tokenizer, records: Sequence[dict
 def _batch_losses(model, rows: list[tuple[list[int], int]], max_seq_length: int) -> list[float]:
     """Mean loss over each row's answer tokens, one forward pass for the batch.
 
-    Only the answer positions are projected onto the vocabulary (as ``train.loss=answer_only`` does):
-    the projection and its softmax over 49,152 columns are most of a forward pass on a CPU, and the
-    prompt and padding positions were thrown away."""
+    Only the answer positions are projected onto the vocabulary (as ``train.loss=answer_only`` does): the
+    prompt and padding positions' projection and softmax over 49,152 columns were thrown away (a study's
+    verdict, 164 questions on 2 cores: 202 s -> 154 s per adapter)."""
     tokens = [ids[:max_seq_length] for ids, _ in rows]
     width = max(len(t) for t in tokens)
     batch = mx.array([t + [0] * (width - len(t)) for t in tokens])
     steps = np.arange(1, width)[None, :]  # position j predicts token j + 1
     mask = (steps >= np.array([[offset] for _, offset in rows])) & (steps <= np.array([[len(t) - 1] for t in tokens]))
     flat = np.flatnonzero(mask)
+    picked = mx.array(flat)
     counts = mask.sum(axis=1)
     if flat.size == 0:
         return [float("nan")] * len(rows)
     if supports_answer_only(model):
         hidden = model.model(batch[:, :-1])
-        logits = project(model, hidden.reshape(-1, hidden.shape[-1])[mx.array(flat)])
+        logits = project(model, hidden.reshape(-1, hidden.shape[-1])[picked])
     else:
         logits = model(batch[:, :-1])
-        logits = logits.reshape(-1, logits.shape[-1])[mx.array(flat)]
-    ce = nn.losses.cross_entropy(logits.astype(mx.float32), batch[:, 1:].reshape(-1)[mx.array(flat)])
+        logits = logits.reshape(-1, logits.shape[-1])[picked]
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), batch[:, 1:].reshape(-1)[picked])
     sums = np.bincount(flat // (width - 1), weights=np.array(ce), minlength=len(rows))
     return [float(v / n) if n > 0 else float("nan") for v, n in zip(sums, counts)]
 
