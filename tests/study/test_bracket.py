@@ -89,3 +89,14 @@ def test_a_retried_screen_keeps_its_role_and_the_bracket_waits_for_it():
     assert again.should_prune()
     study.tell(again, state=TrialState.PRUNED)
     assert promote(study, None) == [again.number, 0]
+
+
+def test_a_near_twin_of_a_promoted_configuration_is_not_promoted_too():
+    study, promote = _study()
+    for x, loss in ((4.1, 2.0), (4.4, 2.05), (8.0, 2.3), (1.0, 2.2)):  # 4.4 is within 10% of 4.1
+        study.enqueue_trial({"x": x})
+        _run(study, promote, {4: loss})
+    assert study.user_attrs[bracket.DONE] == [0, 3]  # the best, then the best that is not its near twin
+    assert bracket.near({"b": 2, "lr": 4.1e-4}, {"b": 2, "lr": 4.4e-4})
+    assert not bracket.near({"b": 2, "lr": 4.1e-4}, {"b": 4, "lr": 4.1e-4})
+    assert not bracket.near({"b": 2, "lr": 4.1e-4}, {"b": 2, "lr": 5.0e-4})
