@@ -55,7 +55,7 @@ OVERRIDE_CASES = {
     "lr_too_big": (["train", "train.learning_rate=3.0"], "train.learning_rate=3.0"),
     "iters_below_eval": (["train", "train.iters=5", "train.steps_per_eval=50"], "steps_per_eval"),
     "dropout_one": (["train", "lora.dropout=1.0"], "lora.dropout"),
-    "unknown_truncation": (["train", "train.truncation=words"], "train.truncation=sentence or hard"),
+    "unknown_truncation": (["train", "train.truncation=words"], "train.truncation=sentence, open or hard"),
     "bad_fractions": (["prepare", "data.train_fraction=0.9"], "fractions"),
     "too_many_layers": (["train", "lora.num_layers=99"], "lora.num_layers=99"),
     "empty_search_space": (["sweep", "study.search_space=null"], "search_space is empty"),

@@ -68,6 +68,24 @@ def test_sentence_truncation_ends_long_answers_at_a_sentence_and_closes_the_turn
     assert n_closed >= len(full) // 4  # MedQuAD answers are long: many are cut, most at a sentence
 
 
+def test_open_truncation_cuts_at_the_same_sentence_but_leaves_the_turn_open(rows_and_tokenizer):
+    rows, tokenizer = rows_and_tokenizer
+    full = encode_chats(rows, tokenizer, mask_prompt=True, max_seq_length=10**6)
+    closed = encode_chats(rows, tokenizer, mask_prompt=True, max_seq_length=96, truncation="sentence")
+    opened = encode_chats(rows, tokenizer, mask_prompt=True, max_seq_length=96, truncation="open")
+    closing = full[0][0][-2:]
+    n_open = 0
+    for i in range(len(full)):
+        whole, (tokens, offset) = full[i][0], opened[i]
+        if len(whole) <= 96:
+            assert tokens == whole  # an answer that fits still ends: the model learns where answers stop
+        elif closed[i][0][-len(closing):] == closing:  # cut at a sentence: the same sentence, no end of turn
+            n_open += 1
+            assert tokens == whole[:len(tokens)] and tokens[-len(closing):] != closing
+            assert tokens[offset:] == closed[i][0][offset:-len(closing)]
+    assert n_open >= len(full) // 4
+
+
 def test_cache_round_trips_and_is_keyed(rows_and_tokenizer, tmp_path):
     rows, tokenizer = rows_and_tokenizer
     first = cached_encode(rows, tokenizer, cache_dir=tmp_path, cache_key="k", mask_prompt=True, max_seq_length=128)

@@ -25,7 +25,7 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 AnyPath = Annotated[Path, Field(strict=False)]
 Strings = Annotated[tuple[str, ...], Field(strict=False)]
-TRUNCATIONS = ("sentence", "hard")
+TRUNCATIONS = ("sentence", "open", "hard")
 
 
 class Section(BaseModel):
@@ -141,7 +141,7 @@ class TrainConfig(Section):
     eval_cpu_streams: PositiveInt  # the same for validation batches
     cache_frozen_prefix: bool  # validation reuses the output of the blocks LoRA leaves frozen (training/frozen_prefix.py)
     fast_math: bool  # medlora.models.fastmath: a faster exp in SwiGLU while training and validating
-    truncation: Literal["sentence", "hard"]  # long answers end at their last whole sentence, or mid-sentence
+    truncation: Literal["sentence", "open", "hard"]  # long answers end at their last whole sentence, or mid-sentence
     validate_base: bool  # false: skip the loss of the untrained model (iteration 0), the same for every study trial
     lr_schedule: Literal["constant", "cosine"]  # cosine: linear warm-up, then cosine decay to 10% at the last step
     warmup: Annotated[float, Field(ge=0, lt=1)]  # cosine's warm-up, as a fraction of train.iters

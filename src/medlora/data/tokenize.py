@@ -5,9 +5,8 @@ mlx-lm's ``ChatDataset`` + ``CacheDataset`` tokenize one example at a time
 run), and ``CacheDataset.itemlen`` returns the number of keys of the raw record,
 so ``iterate_batches`` does not actually sort by length. Here every example is
 rendered with the model's own chat template, the texts are batch-encoded by the
-fast tokenizer, cut to ``max_seq_length`` at the last whole sentence with the
-turn closed (see :func:`encode_chats`; examples with no answer token left are
-dropped), and saved next to the split so later runs and trials load
+fast tokenizer, cut to ``max_seq_length`` at the last whole sentence (see
+:func:`encode_chats`; examples with no answer token left are dropped), and saved next to the split so later runs and trials load
 them in milliseconds. Items are ``(tokens, prompt_length)``, exactly what
 mlx-lm's trainer and ``default_loss`` expect; ``len(item[0])`` is the true
 length, so ``iterate_batches`` buckets by length and pads less.
@@ -55,7 +54,9 @@ def encode_chats(rows: list[dict], tokenizer, *, mask_prompt: bool, max_seq_leng
     with most MedQuAD answers longer than the budget it learns answers that do not
     stop. ``"sentence"`` keeps the answer up to its last whole sentence that fits and
     closes the turn (``<|im_end|>``), so every example teaches an answer that ends;
-    an answer whose first sentence alone does not fit is cut hard.
+    an answer whose first sentence alone does not fit is cut hard. ``"open"`` cuts at the
+    same sentence but leaves the turn open: a cut answer did not end there (it is
+    censored), so only answers that really end teach where answers stop.
     """
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}")
@@ -67,7 +68,8 @@ def encode_chats(rows: list[dict], tokenizer, *, mask_prompt: bool, max_seq_leng
         offsets = [len(t) for t in _batch_encode(tokenizer, prompts)]
     else:
         offsets = [0] * len(rows)
-    closer = _SentenceCloser(tokenizer, rows[0]["messages"], full[0]) if rows and truncation == "sentence" else None
+    closer = (_SentenceCloser(tokenizer, rows[0]["messages"], full[0], close=truncation == "sentence")
+              if rows and truncation != "hard" else None)
     kept_tokens, kept_offsets = [], []
     for toks, offset in zip(tokens, offsets):
         if len(toks) > max_seq_length:
@@ -82,7 +84,8 @@ def encode_chats(rows: list[dict], tokenizer, *, mask_prompt: bool, max_seq_leng
 class _SentenceCloser:
     """Cuts a token sequence after its last sentence end that leaves room for the turn's closing tokens."""
 
-    def __init__(self, tokenizer, messages: list[dict], rendered: str) -> None:
+    def __init__(self, tokenizer, messages: list[dict], rendered: str, close: bool = True) -> None:
+        self.close = close
         answer = str(messages[-1]["content"]).strip()
         at = rendered.rfind(answer) if answer else -1
         # What the chat template writes after an answer (SmolLM2: "<|im_end|>\n"; Gemma: "<end_of_turn>\n").
@@ -101,7 +104,7 @@ class _SentenceCloser:
         # keep toks[:j]: it must end a sentence ("." then whitespace, so "1.5" and "e.g.x" are not ends)
         for j in range(min(limit - len(self.suffix), len(toks) - 1), offset, -1):
             if self._piece(toks[j - 1]).rstrip().endswith(_SENTENCE_END) and self._piece(toks[j])[:1].isspace():
-                return toks[:j] + self.suffix
+                return toks[:j] + self.suffix if self.close else toks[:j]
         return None
 
 

@@ -40,7 +40,7 @@ from medlora.training.heldout import paired_bootstrap
 
 BASE_KEY = "answer_check_base"  # study user attribute: the base model's scores (and their signature)
 SEED = 0  # the same questions in every study, so that studies compare
-FRESH_VALIDATION = 64  # valid-split questions after the ranking subset that the verdict scores by loss; ``split``
+FRESH_VALIDATION = 32  # valid-split questions after the ranking subset that the verdict scores by loss; ``split``
                        # asks the questions after those
 
 
