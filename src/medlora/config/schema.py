@@ -141,7 +141,7 @@ class TrainConfig(Section):
     eval_cpu_streams: PositiveInt  # the same for validation batches
     cache_frozen_prefix: bool  # validation reuses the output of the blocks LoRA leaves frozen (training/frozen_prefix.py)
     fast_math: bool  # medlora.models.fastmath: a faster exp in SwiGLU while training and validating
-    truncation: Literal["sentence", "open", "hard"]  # long answers cut at their last whole sentence (turn closed / open) or mid-sentence
+    truncation: Literal["sentence", "open", "hard"]  # cut at the last whole sentence (turn closed / open) or mid-sentence
     validate_base: bool  # false: skip the loss of the untrained model (iteration 0), the same for every study trial
     lr_schedule: Literal["constant", "cosine"]  # cosine: linear warm-up, then cosine decay to 10% at the last step
     warmup: Annotated[float, Field(ge=0, lt=1)]  # cosine's warm-up, as a fraction of train.iters

@@ -6,8 +6,8 @@ run), and ``CacheDataset.itemlen`` returns the number of keys of the raw record,
 so ``iterate_batches`` does not actually sort by length. Here every example is
 rendered with the model's own chat template, the texts are batch-encoded by the
 fast tokenizer, cut to ``max_seq_length`` at the last whole sentence (see
-:func:`encode_chats`; examples with no answer token left are dropped), and saved next to the split so later runs and trials load
-them in milliseconds. Items are ``(tokens, prompt_length)``, exactly what
+:func:`encode_chats`; examples with no answer token left are dropped), and saved
+next to the split so later runs and trials load them in milliseconds. Items are ``(tokens, prompt_length)``, exactly what
 mlx-lm's trainer and ``default_loss`` expect; ``len(item[0])`` is the true
 length, so ``iterate_batches`` buckets by length and pads less.
 """
@@ -82,7 +82,8 @@ def encode_chats(rows: list[dict], tokenizer, *, mask_prompt: bool, max_seq_leng
 
 
 class _SentenceCloser:
-    """Cuts a token sequence after its last sentence end that leaves room for the turn's closing tokens."""
+    """Cuts a token sequence after its last sentence end that leaves room for the turn's closing tokens, and
+    appends them (``close``) or not (``open`` truncation: the same cut, so the two differ only in the ending)."""
 
     def __init__(self, tokenizer, messages: list[dict], rendered: str, close: bool = True) -> None:
         self.close = close
