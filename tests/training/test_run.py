@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlx.core as mx
@@ -128,3 +129,16 @@ def test_bad_input_fails_before_any_run_is_recorded(tiny_overrides):
     with pytest.raises(UserError, match="lora.num_layers=50"):
         train(cfg)
     assert not cfg.paths.mlruns.exists()
+
+
+def test_the_unmeasured_first_evaluation_is_not_printed(tiny_overrides, capfd):
+    """train.validate_base=false: mlx-lm's first evaluation sees one example and is not used; its progress table
+    shows only the evaluations that are (a one-example loss there read as validation loss rising)."""
+    import re
+
+    result = train(load_run_config(tiny_overrides + ["train.validate_base=false"]))
+    printed = capfd.readouterr()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", printed.out + printed.err)  # mlx-lm's table is coloured even in a pipe
+    rows = [line.split() for line in plain.splitlines()]
+    val_rows = [int(row[0]) for row in rows if len(row) > 2 and row[0].isdigit() and row[1] == "val"]
+    assert val_rows == [4, 8, 12] and math.isnan(result.first_val_loss)

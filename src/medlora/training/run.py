@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,8 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     loss, extend_train, extend_eval = training_loss(cfg.train, model, cfg.train.cache_frozen_prefix)
     reset_peaks()
     streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
-    with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams):
+    with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams), \
+            _first_val_unshown(not cfg.train.validate_base):
         mlx_train(model, optimizer, *datasets, args=args, loss=loss, training_callback=callbacks,
                   iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train, extend_eval,
                                                  skip_first_eval=not cfg.train.validate_base))
@@ -153,6 +155,30 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     tracking.log_dir(tmp / "best", "adapters/best")
     tracking.log_dir(tmp / "final", "adapters/final")
     return best
+
+
+@contextmanager
+def _first_val_unshown(skipped: bool):
+    """With ``train.validate_base=false`` mlx-lm's first evaluation sees one example and its loss is not used
+    (``batch_iterator``), but mlx-lm's progress table would print it, as a loss that then rose: not shown."""
+    import mlx_lm.tuner.trainer as trainer
+
+    shown_ui = getattr(trainer, "TrainUI", None)  # mlx-lm's table (0.31+); older releases print lines
+    if not skipped or shown_ui is None:
+        yield
+        return
+
+    class FirstValUnshown(shown_ui):
+        def report_val(self, it, val_loss, val_time):
+            if getattr(self, "_medlora_val_reports", 0):
+                super().report_val(it, val_loss, val_time)
+            self._medlora_val_reports = getattr(self, "_medlora_val_reports", 0) + 1
+
+    trainer.TrainUI = FirstValUnshown
+    try:
+        yield
+    finally:
+        trainer.TrainUI = shown_ui
 
 
 def learning_rate_schedule(train_cfg):
