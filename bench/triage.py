@@ -12,7 +12,10 @@ Sets:
   triage was first measured on them, never tuned on nor looked at for errors;
 - the **tuning half** (``src/medlora/answers/triage/tuning.csv``): the rules were written on
   it, so its numbers are optimistic;
-- the **MedQuAD test-split questions** of the default config (all ordinary).
+- the **MedQuAD test-split questions** of the default config (all ordinary);
+- the **consumer set** (``src/medlora/data/consumer_questions.csv``, both halves): health messages as
+  people write them, long and personal, none urgent (all ordinary), written for the fine-tuning
+  study and never used by the triage.
 
 Recall of a red-flag class: the share of its phrasings that get a red-flag message (any of the
 four; "right message" is the share that gets its own class's). False alarms: the share of
@@ -59,6 +62,17 @@ def after(question: str) -> str:
 
 def before(question: str) -> str:
     return triage_before.triage(question) or "ordinary"
+
+
+def consumer_sets() -> list[tuple[str, list[labelled.Example]]]:
+    """The consumer set's two halves (``medlora/data/consumer_questions.csv``): people's ordinary health
+    messages, long and personal, written for the fine-tuning study, never fitted or tuned on by the triage."""
+    from medlora.data.consumer import read_set
+
+    rows = read_set()
+    return [(f"consumer set, {half} half", [labelled.Example(i, "ordinary", "", "", "consumer", message)
+                                            for i, message in zip(part["id"], part["message"])])
+            for half in ("valid", "test") for part in [rows[rows["half"] == half]]]
 
 
 def share(hits: list[bool]) -> str:
@@ -122,6 +136,7 @@ def main() -> None:
     sets = [(f"held-out, batch {b}", [r for r in held_out if r.batch == b]) for b in batches]
     sets += [("held-out, all", held_out), ("tuning half", tuning)]
     sets[-1:-1] = [(f"fresh batch {p.stem.removeprefix('triage_fresh')}", labelled.load(p)) for p in FRESH]
+    sets += consumer_sets()
     for name, rows in sets:
         for method, triage in (("before", before), ("after", after)):
             print(row(f"{name} ({len(rows)})", method, rows, [triage(r.text) for r in rows]))
