@@ -169,10 +169,12 @@ def _first_val_unshown(skipped: bool):
         return
 
     class FirstValUnshown(shown_ui):
+        val_reports = 0
+
         def report_val(self, it, val_loss, val_time):
-            if getattr(self, "_medlora_val_reports", 0):
+            self.val_reports += 1
+            if self.val_reports > 1:
                 super().report_val(it, val_loss, val_time)
-            self._medlora_val_reports = getattr(self, "_medlora_val_reports", 0) + 1
 
     trainer.TrainUI = FirstValUnshown
     try:
