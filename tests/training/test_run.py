@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -134,8 +135,6 @@ def test_bad_input_fails_before_any_run_is_recorded(tiny_overrides):
 def test_the_unmeasured_first_evaluation_is_not_printed(tiny_overrides, capfd):
     """train.validate_base=false: mlx-lm's first evaluation sees one example and is not used; its progress table
     shows only the evaluations that are (a one-example loss there read as validation loss rising)."""
-    import re
-
     result = train(load_run_config(tiny_overrides + ["train.validate_base=false"]))
     printed = capfd.readouterr()
     plain = re.sub(r"\x1b\[[0-9;]*m", "", printed.out + printed.err)  # mlx-lm's table is coloured even in a pipe

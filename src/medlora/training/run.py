@@ -122,8 +122,9 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
          extra_callbacks: Iterable[TrainingCallback], tmp: Path, history: History) -> BestAdapterKeeper:
     """mlx-lm's trainer with medlora's callbacks; the best and final adapters logged to the active run."""
     best = BestAdapterKeeper(model, tmp / "best", adapter_cfg)
+    skip_first_eval = not cfg.train.validate_base  # mlx-lm's evaluation of the untrained model: one example, unused
     callbacks = CallbackList([
-        MetricsLogger(history, skip_base=not cfg.train.validate_base),
+        MetricsLogger(history, skip_base=skip_first_eval),
         best,
         ProbeSampler(model, tokenizer, cfg.probes.questions, cfg.probes.max_tokens, cfg.data.system_prompt,
                      only_at=cfg.train.iters - 1 if cfg.probes.when == "last_eval" else None),
@@ -146,10 +147,10 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     reset_peaks()
     streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
     with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams), \
-            _first_val_unshown(not cfg.train.validate_base):
+            _first_val_unshown(skip_first_eval):
         mlx_train(model, optimizer, *datasets, args=args, loss=loss, training_callback=callbacks,
                   iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train, extend_eval,
-                                                 skip_first_eval=not cfg.train.validate_base))
+                                                 skip_first_eval=skip_first_eval))
     save_adapter(model, tmp / "final", {**adapter_cfg, "iteration": cfg.train.iters})
     kill_point("log_artifacts")
     tracking.log_dir(tmp / "best", "adapters/best")
