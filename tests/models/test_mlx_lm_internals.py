@@ -34,6 +34,17 @@ def test_the_batch_generator_has_the_calls_medlora_serve_makes():
     assert hasattr(LoRALinear, "fuse")  # medlora export fuses LoRA layers with mlx-lm's own fuse
 
 
+def test_the_training_table_takes_the_console_medlora_swaps_in_a_pipe():
+    """medlora.training.progress_table replaces mlx_lm.cli_ui.make_console, which TrainUI calls when built."""
+    import mlx_lm.tuner.trainer as trainer
+
+    if not hasattr(trainer, "TrainUI"):
+        pytest.skip("this mlx-lm prints plain lines, no table")
+    from mlx_lm import cli_ui
+
+    assert "make_console" in trainer.TrainUI.__init__.__code__.co_names and hasattr(cli_ui, "make_console")
+
+
 @pytest.mark.parametrize("module", sorted(USED))
 def test_the_mlx_lm_names_medlora_calls_exist(module):
     loaded = importlib.import_module(module)

@@ -120,13 +120,22 @@ def memory_figure(frame: pd.DataFrame, cap_gb: float):
 
 
 def optuna_figure(plot_fn, study: optuna.Study):
-    """An ``optuna.visualization.matplotlib`` plot as a Figure (None when it has too few trials)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    """An ``optuna.visualization.matplotlib`` plot as a Figure (None when it has too few trials).
+
+    Too few also when Optuna plots anyway but warns that the figure says nothing: parameter
+    importances from one complete trial are all "equal" (zero), a bar chart of nothing.
+    """
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None  # Optuna would log a warning and draw empty axes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             ax = plot_fn(study)
         except (ValueError, RuntimeError):
             return None
+    if any("will be equal" in str(w.message) for w in caught):
+        plt.close(ax.figure)
+        return None
     fig = ax.figure
     fig.set_size_inches(7, 4.5)
     fig.tight_layout()
@@ -175,6 +184,8 @@ def write_study_outputs(study: optuna.Study, study_cfg: StudyConfig, parent_run:
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(out / "figures" / name)
+        else:  # an earlier report's figure would describe other trials
+            (out / "figures" / name).unlink(missing_ok=True)
     best = best_trial(study, study_cfg.objective)
     if best is not None:
         write_file(out / "best.yaml", best_yaml(study, best))

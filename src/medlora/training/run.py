@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from medlora.training.callbacks import (
 from medlora.training.lora import adapter_config, add_lora
 from medlora.training.loss import training_loss
 from medlora.training.memory_guard import peak_rss_gb, reset_peaks
+from medlora.training.progress_table import training_table
 
 OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
 # The settings logged as MLflow params, what a person compares across runs; the whole resolved config
@@ -147,7 +147,7 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     reset_peaks()
     streams = min(cfg.train.cpu_streams, cfg.train.batch_size)
     with fast_kernels(model, cfg.train.fast_math), blas.threads((os.cpu_count() or 1) // streams), \
-            _first_val_unshown(skip_first_eval):
+            training_table(skip_first_eval):
         mlx_train(model, optimizer, *datasets, args=args, loss=loss, training_callback=callbacks,
                   iterate_batches=batch_iterator(cfg.train.seed, cfg.train.eval_batch_size, extend_train, extend_eval,
                                                  skip_first_eval=skip_first_eval))
@@ -156,32 +156,6 @@ def _fit(cfg: RunConfig, model, tokenizer, datasets, adapter_cfg: dict,
     tracking.log_dir(tmp / "best", "adapters/best")
     tracking.log_dir(tmp / "final", "adapters/final")
     return best
-
-
-@contextmanager
-def _first_val_unshown(skipped: bool):
-    """With ``train.validate_base=false`` mlx-lm's first evaluation sees one example and its loss is not used
-    (``batch_iterator``), but mlx-lm's progress table would print it, as a loss that then rose: not shown."""
-    import mlx_lm.tuner.trainer as trainer
-
-    shown_ui = getattr(trainer, "TrainUI", None)  # mlx-lm's table (0.31+); older releases print lines
-    if not skipped or shown_ui is None:
-        yield
-        return
-
-    class FirstValUnshown(shown_ui):
-        val_reports = 0
-
-        def report_val(self, it, val_loss, val_time):
-            self.val_reports += 1
-            if self.val_reports > 1:
-                super().report_val(it, val_loss, val_time)
-
-    trainer.TrainUI = FirstValUnshown
-    try:
-        yield
-    finally:
-        trainer.TrainUI = shown_ui
 
 
 def learning_rate_schedule(train_cfg):
