@@ -86,7 +86,7 @@ def in_process(serve_args: list[str], questions: list[str], max_tokens: int) -> 
     for question in questions:
         start, first, n = time.perf_counter(), None, 0
         for response in stream_generate(model, tokenizer, chat_prompt(tokenizer, question, cfg.data.system_prompt),
-                                        max_tokens=max_tokens, **decoding(cfg.generation)):
+                                        max_tokens=max_tokens, **decoding(cfg.generation, tokenizer)):
             first = first or time.perf_counter() - start
             n = response.generation_tokens
         out.append({"ttft": first, "latency": time.perf_counter() - start, "tokens": n})

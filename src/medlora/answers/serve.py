@@ -31,7 +31,7 @@ def build(cfg: RunConfig) -> Service:
     model, tokenizer, label = load_adapter(cfg, cfg.serve.adapter)
     answerer = Answerer(cfg, model, tokenizer, label)
     answerer.warm_up()
-    engine = Engine(model, tokenizer, logits_processors=decoding(cfg.generation)["logits_processors"],
+    engine = Engine(model, tokenizer, logits_processors=decoding(cfg.generation, tokenizer)["logits_processors"],
                     max_batch=cfg.serve.max_concurrent)
     return Service(answerer, engine, cfg.serve, registered_name(cfg))
 

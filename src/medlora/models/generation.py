@@ -14,6 +14,7 @@ from mlx_lm.generate import stream_generate
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from medlora.config import GenerationConfig
+from medlora.models.answer_rules import answer_header, end_when_sure, no_repeat
 from medlora.models.load import load_model
 
 
@@ -24,15 +25,23 @@ def chat_prompt(tokenizer, question: str, system_prompt: str | None = None) -> l
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
 
 
-def decoding(settings: GenerationConfig | None) -> dict:
-    """``stream_generate`` keyword arguments for ``settings`` (None: greedy, no penalty)."""
+def decoding(settings: GenerationConfig | None, tokenizer) -> dict:
+    """``stream_generate`` / ``batch_generate`` keyword arguments for ``settings`` (None: greedy, no rule).
+
+    mlx-lm's repetition penalty first, then medlora's answer rules (``answer_rules``): no repeated
+    run of ``no_repeat_ngram`` tokens, and an end only when the model is ``end_probability`` sure.
+    """
     if settings is None:
         return {}
-    return {
-        "sampler": make_sampler(temp=settings.temperature, top_p=settings.top_p),
-        "logits_processors": make_logits_processors(repetition_penalty=settings.repetition_penalty,
-                                                    repetition_context_size=settings.repetition_context),
-    }
+    processors = make_logits_processors(repetition_penalty=settings.repetition_penalty,
+                                        repetition_context_size=settings.repetition_context)
+    if settings.no_repeat_ngram:
+        processors.append(no_repeat(settings.no_repeat_ngram, answer_header(tokenizer)))
+    if settings.end_probability:
+        stop_at_special_tokens(tokenizer)
+        processors.append(end_when_sure(settings.end_probability, sorted(tokenizer.eos_token_ids)))
+    return {"sampler": make_sampler(temp=settings.temperature, top_p=settings.top_p),
+            "logits_processors": processors}
 
 
 def stop_at_special_tokens(tokenizer) -> None:
@@ -53,7 +62,7 @@ def stream_answer(
     """Yield the answer's text piece by piece; it ends at any special token (see stop_at_special_tokens)."""
     stop_at_special_tokens(tokenizer)
     prompt = chat_prompt(tokenizer, question, system_prompt)
-    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, **decoding(settings)):
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, **decoding(settings, tokenizer)):
         yield response.text
 
 
@@ -83,7 +92,7 @@ def generate_answers(
     answers = []
     for start in range(0, len(questions), batch_size):
         prompts = [chat_prompt(tokenizer, q, system_prompt) for q in questions[start : start + batch_size]]
-        result = batch_generate(model, tokenizer, prompts, max_tokens=max_tokens, **decoding(settings))
+        result = batch_generate(model, tokenizer, prompts, max_tokens=max_tokens, **decoding(settings, tokenizer))
         answers += [text.strip() for text in result.texts]
         if on_batch is not None:
             on_batch(len(prompts))

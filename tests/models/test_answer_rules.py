@@ -1,0 +1,65 @@
+"""The answer rules: no repeated run of n tokens inside the answer, an end only when the model is sure."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.generate import batch_generate
+
+from medlora.config import load_run_config
+from medlora.models import load as models
+from medlora.models.answer_rules import answer_header, end_when_sure, no_repeat
+from medlora.models.generation import chat_prompt, decoding
+
+HEADER = [1, 2]  # the answer opens after the last "1 2"
+VOCAB = 12
+
+
+def ruled_out(processor, tokens: list[int]) -> set[int]:
+    logits = processor(mx.array(tokens), mx.zeros((1, VOCAB)))
+    return set(np.flatnonzero(np.array(logits[0]) < -1e6).tolist())
+
+
+def test_the_token_that_would_repeat_a_run_of_the_answer_is_ruled_out():
+    rule = no_repeat(3, HEADER)
+    # answer: 5 6 7 8 5 6 -> "5 6 7" would repeat
+    assert ruled_out(rule, [9, 9, *HEADER, 5, 6, 7, 8, 5, 6]) == {7}
+    # answer: 5 6 7 8 5 6 9 5 6 -> "5 6" went on with 7 and with 9: both ruled out
+    assert ruled_out(rule, [*HEADER, 5, 6, 7, 8, 5, 6, 9, 5, 6]) == {7, 9}
+    assert ruled_out(rule, [*HEADER, 5, 6, 7, 8]) == set()
+
+
+def test_runs_of_the_question_may_be_repeated_in_the_answer():
+    rule = no_repeat(3, HEADER)
+    # the question holds "5 6 7"; the answer quotes "5 6": 7 stays allowed
+    assert ruled_out(rule, [5, 6, 7, *HEADER, 5, 6]) == set()
+    # a second turn: only the last answer counts
+    assert ruled_out(rule, [*HEADER, 5, 6, 7, 3, *HEADER, 5, 6]) == set()
+
+
+def test_the_end_is_taken_when_sure_and_ruled_out_below():
+    rule = end_when_sure(0.5, [10, 11])
+    unsure = mx.log(mx.array([[0.3] + [0.4 / 9] * 9 + [0.2, 0.1]]))  # end 0.3 together, the likeliest token alone 0.3
+    sure = mx.log(mx.array([[0.3] + [0.1 / 9] * 9 + [0.4, 0.2]]))  # end 0.6 together
+    assert int(mx.argmax(unsure, axis=-1).item()) == 0 and set(np.flatnonzero(np.array(rule(None, unsure)[0]) < -1e6)) == {10, 11}
+    assert int(mx.argmax(rule(None, sure), axis=-1).item()) in (10, 11)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_answers_decoded_with_the_rule_repeat_no_run(model_cache, n):
+    cfg = load_run_config(["model=tiny_random", f"paths.models={model_cache}", "generation.repetition_penalty=1.0",
+                           "generation.end_probability=0", "generation.no_repeat_ngram=0"])
+    model, tokenizer = models.load_model(cfg.model, cfg.paths.models)
+    assert chat_prompt(tokenizer, "What is glaucoma?")[-len(answer_header(tokenizer)):] == answer_header(tokenizer)
+    questions = ["What is glaucoma?", "How is asthma treated?"]
+
+    def repeated_runs(settings) -> int:
+        prompts = [chat_prompt(tokenizer, q) for q in questions]
+        answers = batch_generate(model, tokenizer, prompts, max_tokens=48, return_token_ids=True,
+                                 **decoding(settings, tokenizer)).token_ids
+        assert min(map(len, answers)) >= 2 * n
+        return sum(len(x) - n + 1 - len({tuple(x[i : i + n]) for i in range(len(x) - n + 1)}) for x in answers)
+
+    assert repeated_runs(cfg.generation) > 0  # a tiny random model loops ("\n\n\n...")
+    assert repeated_runs(cfg.generation.model_copy(update={"no_repeat_ngram": n})) == 0
