@@ -106,7 +106,7 @@ def test_the_verdict_compares_champion_and_baseline_on_questions_neither_was_cho
 def test_complete_trials_answer_the_study_questions_and_are_compared_with_the_base_model(asha_study):
     study, cfg = asha_study
     base = study.user_attrs[answer_check.BASE_KEY]
-    assert base["signature"] == "split:4:8" and len(base["similarity"]) == 4
+    assert base["signature"].startswith("split:4:8:") and len(base["similarity"]) == 4
     for t in study.get_trials():
         scores = t.user_attrs.get("answer_scores")
         if t.state != optuna.trial.TrialState.COMPLETE:
@@ -161,6 +161,18 @@ def test_an_adapter_whose_answers_are_worse_than_the_base_models_is_not_promoted
     assert "less similar to the reference answers than the untuned model's: -0.097" in answer_check.worse_than_base(
         study, worse)
     assert answer_check.worse_than_base(study, fine) is None
+
+
+def test_answers_decoded_otherwise_are_not_compared(tiny_overrides):
+    cfg = load_run_config(tiny_overrides)
+    records = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    asked = [answer_check.from_records(records, "consumer", 8, cfg.generation.model_copy(update=change))
+             for change in ({}, {"no_repeat_ngram": 0}, {"end_probability": 0.0})]
+    assert len({a.signature for a in asked}) == 3
+    study = optuna.create_study()  # a study resumed after generation.* changed: the base model answers again
+    study.set_user_attr(answer_check.BASE_KEY, {"similarity": [0.9], "signature": asked[1].signature})
+    assert answer_check.versus({"similarity": [0.1], "signature": asked[0].signature},
+                               study.user_attrs[answer_check.BASE_KEY]) is None
 
 
 def test_promote_refuses_a_champion_that_answers_worse_than_the_base_model(tiny_overrides):

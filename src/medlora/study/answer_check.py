@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import optuna
 
-from medlora.config import RunConfig
+from medlora.config import GenerationConfig, RunConfig
 from medlora.config.study_schema import AnswerCheckConfig
 from medlora.data import splits
 from medlora.data.consumer import consumer_records
@@ -48,7 +48,7 @@ FRESH_VALIDATION = 32  # valid-split questions after the ranking subset that the
 class Questions:
     prompts: list[str]
     references: list[str]
-    signature: str  # what was asked: scores of another signature do not compare
+    signature: str  # what was asked and how answers were decoded: scores of another signature do not compare
 
 
 def questions(cfg: RunConfig, spec: AnswerCheckConfig) -> Questions:
@@ -59,13 +59,17 @@ def questions(cfg: RunConfig, spec: AnswerCheckConfig) -> Questions:
         valid = shuffled_valid(cfg, splits.prepare_from_config(cfg.data, cfg.paths.processed))
         records = valid[cfg.train.val_examples + FRESH_VALIDATION:] or valid
     sample = random.Random(SEED).sample(records, min(spec.questions, len(records)))
-    return from_records(sample, spec.set, spec.max_tokens)
+    return from_records(sample, spec.set, spec.max_tokens, cfg.generation)
 
 
-def from_records(records: list[dict], label: str, max_tokens: int) -> Questions:
-    """Chat records (question = the last user message, reference = the answer) as :class:`Questions`."""
+def from_records(records: list[dict], label: str, max_tokens: int, settings: GenerationConfig) -> Questions:
+    """Chat records (question = the last user message, reference = the answer) as :class:`Questions`.
+
+    The signature names the decoding too: a study resumed after ``generation.*`` changed answers
+    anew with the base model instead of comparing its new answers with the old ones."""
+    decoding = ",".join(f"{k}={v}" for k, v in settings.model_dump().items() if k != "max_tokens")
     return Questions([r["messages"][-2]["content"] for r in records], [r["messages"][-1]["content"] for r in records],
-                     f"{label}:{len(records)}:{max_tokens}")
+                     f"{label}:{len(records)}:{max_tokens}:{decoding}")
 
 
 @lru_cache(maxsize=1)

@@ -156,7 +156,7 @@ def answer_verdict(cfg: RunConfig, study: optuna.Study, champion, baseline, spec
     if ours and theirs and champion.number != baseline.number:
         out["study questions"] = _compared(ours, theirs, "baseline")
     if spec.test_questions:
-        asked = answer_check.from_records(test[: spec.test_questions], "test", spec.max_tokens)
+        asked = answer_check.from_records(test[: spec.test_questions], "test", spec.max_tokens, cfg.generation)
         print(f"medlora: verdict: answering {len(asked.prompts)} test questions with each adapter", file=sys.stderr)
         scores = [answer_check.adapter_scores(cfg, t.user_attrs["run_id"], asked, spec) for t in (champion, baseline)]
         out["test answers"] = _compared(*scores, "baseline")
