@@ -170,13 +170,6 @@ class GenerationConfig(Section):
     no_repeat_ngram: Annotated[int, Field(ge=0)]  # an answer never repeats a run of this many tokens; 0 = off
     end_probability: Annotated[float, Field(ge=0, lt=1)]  # end only when the model is this sure; 0 = off
 
-    @field_validator("no_repeat_ngram")
-    @classmethod
-    def _a_run_is_two_tokens_or_more(cls, value: int) -> int:
-        if value == 1:
-            raise ValueError("1 would rule out every token already used; use 0 (off) or 2 or more")
-        return value
-
 
 class AskConfig(Section):
     sources: NonNegativeInt  # cited NIH pages under an answer
