@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_lm.generate import batch_generate
+from mlx_lm.sample_utils import greedy_sampler
 
 from medlora.config import load_run_config
 from medlora.models import load as models
@@ -39,11 +40,12 @@ def test_runs_of_the_question_may_be_repeated_in_the_answer():
 
 
 def test_the_end_is_taken_when_sure_and_ruled_out_below():
-    rule = end_when_sure(0.5, [10, 11])
-    unsure = mx.log(mx.array([[0.3] + [0.4 / 9] * 9 + [0.2, 0.1]]))  # end 0.3 together, the likeliest token alone 0.3
-    sure = mx.log(mx.array([[0.3] + [0.1 / 9] * 9 + [0.4, 0.2]]))  # end 0.6 together
-    assert int(mx.argmax(unsure, axis=-1).item()) == 0 and set(np.flatnonzero(np.array(rule(None, unsure)[0]) < -1e6)) == {10, 11}
-    assert int(mx.argmax(rule(None, sure), axis=-1).item()) in (10, 11)
+    rule = end_when_sure(0.5, [10, 11], greedy_sampler)
+    # end 0.4 together, though 10 alone is the likeliest token: not sure, the likeliest other token
+    unsure = [0.25] + [0.35 / 9] * 9 + [0.3, 0.1]
+    sure = [0.3] + [0.1 / 9] * 9 + [0.2, 0.4]  # end 0.6 together: the likelier end token
+    assert greedy_sampler(mx.log(mx.array([unsure]))).tolist() == [10]
+    assert rule(mx.log(mx.array([unsure, sure]))).tolist() == [0, 11]
 
 
 @pytest.mark.parametrize("n", [3, 4])

@@ -61,7 +61,7 @@ class Service:
 
     def options(self, req: ChatRequest) -> tuple[int, object]:
         """(max_tokens, sampler) for ``req``; a request over the limit is refused."""
-        from mlx_lm.sample_utils import make_sampler
+        from medlora.models.generation import sampler
 
         gen = self.answerer.cfg.generation
         max_tokens = req.max_completion_tokens or req.max_tokens or min(gen.max_tokens, self.serve.max_tokens)
@@ -69,8 +69,7 @@ class Service:
             raise ApiError(400, f"max_tokens={max_tokens} is over this server's limit of {self.serve.max_tokens} "
                            f"(fix: ask for at most {self.serve.max_tokens})", code="max_tokens_too_large",
                            param="max_tokens")
-        temperature = gen.temperature if req.temperature is None else req.temperature
-        return max_tokens, make_sampler(temp=temperature, top_p=gen.top_p if req.top_p is None else req.top_p)
+        return max_tokens, sampler(gen, self.answerer.tokenizer, temperature=req.temperature, top_p=req.top_p)
 
     def log_line(self, done: Completion, req: ChatRequest, started: float, **fields) -> None:
         took = time.perf_counter() - started

@@ -1,15 +1,15 @@
-"""Two decoding rules for small models' answers, as mlx-lm logits processors.
+"""Two decoding rules for small models' answers: an mlx-lm logits processor and an mlx-lm sampler.
 
 - ``no_repeat(n, header)``: an answer never repeats a run of ``n`` tokens. A 135M model falls
   into loops ("consult your doctor ... consult your doctor ..."); mlx-lm's repetition penalty
   only makes them slower. Only the answer's own tokens count, the question may be quoted.
-- ``end_when_sure(p, end_ids)``: an answer ends only when the model gives its end tokens a
+- ``end_when_sure(p, end_ids, sampler)``: an answer ends only when the model gives its end tokens a
   probability of at least ``p`` together; below, ending is ruled out. Under greedy decoding a
   fine-tuned model ends as soon as the end token is merely the likeliest (often at 0.2-0.4),
   mid-thought.
 
-Both see the whole context (prompt + answer so far) and find where the answer starts by the
-last occurrence of the chat template's answer header (``answer_header``), so one processor
+``no_repeat`` sees the whole context (prompt + answer so far) and finds where the answer starts by
+the last occurrence of the chat template's answer header (``answer_header``), so one processor
 serves every sequence of a batch and every turn of a conversation. Everything is lazy mlx
 arithmetic: no synchronisation per token.
 """
@@ -62,14 +62,20 @@ def no_repeat(n: int, header: list[int]):
     return processor
 
 
-def end_when_sure(p: float, end_ids: list[int]):
-    """End the answer when the end tokens' joint probability reaches ``p``; rule ending out below it."""
+def end_when_sure(p: float, end_ids: list[int], sampler):
+    """``sampler`` (mlx-lm's: log-probabilities in, tokens out) that ends the answer when the end tokens'
+    joint probability reaches ``p`` (with the likeliest of them) and never ends below it.
+
+    A sampler, not a logits processor: mlx-lm hands it log-probabilities it has normalised anyway,
+    so the rule costs no vocabulary-wide ``exp`` of its own (~1 ms per answer and token on 2 cores,
+    10% of a step when 32 answers are decoded together)."""
     ids = mx.array(sorted(end_ids))
 
-    def processor(tokens: mx.array, logits: mx.array) -> mx.array:
-        log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        p_end = mx.exp(log_probs[:, ids]).sum(axis=-1, keepdims=True)
-        is_end = mx.zeros(logits.shape[-1], dtype=mx.int32).at[ids].add(1) > 0
-        return mx.where(is_end, mx.where(p_end >= p, -_RULED_OUT, _RULED_OUT), logits)
+    def sample(logprobs: mx.array) -> mx.array:
+        ends = logprobs[:, ids]
+        sure = mx.exp(ends).sum(axis=-1) >= p
+        is_end = mx.zeros(logprobs.shape[-1], dtype=mx.int32).at[ids].add(1) > 0
+        otherwise = sampler(mx.where(is_end, -mx.inf, logprobs))
+        return mx.where(sure, ids[mx.argmax(ends, axis=-1)], otherwise)
 
-    return processor
+    return sample

@@ -28,8 +28,10 @@ def chat_prompt(tokenizer, question: str, system_prompt: str | None = None) -> l
 def decoding(settings: GenerationConfig | None, tokenizer) -> dict:
     """``stream_generate`` / ``batch_generate`` keyword arguments for ``settings`` (None: greedy, no rule).
 
-    mlx-lm's repetition penalty first, then medlora's answer rules (``answer_rules``): no repeated
-    run of ``no_repeat_ngram`` tokens, and an end only when the model is ``end_probability`` sure.
+    Logits processors: mlx-lm's repetition penalty, then medlora's first answer rule (``answer_rules``):
+    no repeated run of ``no_repeat_ngram`` tokens. The sampler (:func:`sampler`) holds the second: an
+    end only when the model is ``end_probability`` sure, weighed against the tokens the run rule leaves,
+    so an answer about to loop ends there when ending was the model's next choice.
     """
     if settings is None:
         return {}
@@ -37,11 +39,17 @@ def decoding(settings: GenerationConfig | None, tokenizer) -> dict:
                                         repetition_context_size=settings.repetition_context)
     if settings.no_repeat_ngram:
         processors.append(no_repeat(settings.no_repeat_ngram, answer_header(tokenizer)))
-    if settings.end_probability:
-        stop_at_special_tokens(tokenizer)
-        processors.append(end_when_sure(settings.end_probability, sorted(tokenizer.eos_token_ids)))
-    return {"sampler": make_sampler(temp=settings.temperature, top_p=settings.top_p),
-            "logits_processors": processors}
+    return {"sampler": sampler(settings, tokenizer), "logits_processors": processors}
+
+
+def sampler(settings: GenerationConfig, tokenizer, *, temperature: float | None = None, top_p: float | None = None):
+    """mlx-lm's sampler for ``settings`` (``temperature`` / ``top_p``: a request's own), with the end rule."""
+    chosen = make_sampler(temp=settings.temperature if temperature is None else temperature,
+                          top_p=settings.top_p if top_p is None else top_p)
+    if not settings.end_probability:
+        return chosen
+    stop_at_special_tokens(tokenizer)
+    return end_when_sure(settings.end_probability, sorted(tokenizer.eos_token_ids), chosen)
 
 
 def stop_at_special_tokens(tokenizer) -> None:
