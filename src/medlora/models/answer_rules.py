@@ -74,8 +74,7 @@ def end_when_sure(p: float, end_ids: list[int], sampler):
     def sample(logprobs: mx.array) -> mx.array:
         ends = logprobs[:, ids]
         sure = mx.exp(ends).sum(axis=-1) >= p
-        is_end = mx.zeros(logprobs.shape[-1], dtype=mx.int32).at[ids].add(1) > 0
-        otherwise = sampler(mx.where(is_end, -mx.inf, logprobs))
+        otherwise = sampler(logprobs.at[:, ids].add(-mx.inf))  # the end ruled out
         return mx.where(sure, ids[mx.argmax(ends, axis=-1)], otherwise)
 
     return sample
