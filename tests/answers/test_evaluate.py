@@ -61,6 +61,7 @@ def test_every_row_is_scored(evaluated):
     assert retrieval["mean_words"] > 10  # real NIH answers
     assert retrieval["similarity"] > max(t["similarity"] for t in table if t["row"] in ("base", "adapter"))
     assert f"adapter (run {run.run_id[:8]})" in md
+    assert "LoRA updates x 0.7 (generation.adapter_strength)" in md.splitlines()[0]  # as they answer, said
 
 
 def test_recorded_in_mlflow_and_experiments(evaluated):

@@ -129,7 +129,9 @@ def test_export_of_the_champion_is_named_by_version_and_carries_its_card(promote
     assert report["gguf_max_abs_diff"] <= 1e-4 and (folder / f"{NAME}-v2.f16.gguf").is_file()
     assert "version 2" in (folder / "README.md").read_text() and "without** this safety layer" in (
         folder / "README.md").read_text()
-    assert "answers without medlora's triage" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "answers without medlora's triage" in out
+    assert report["adapter_strength"] == 0.7 and "LoRA updates fused x 0.7" in out  # as `ask` answers: same logits
 
 
 def test_a_changed_base_model_is_refused_with_the_wheel_to_reinstall(promoted):
@@ -213,3 +215,18 @@ def test_medlora_serve_answers_curl_like_requests_and_stops_on_ctrl_c(promoted):
     assert time.monotonic() - started < 10
     log = server.stderr.read()
     assert "status=200" in log and "Traceback" not in log and QUESTION not in log
+
+
+def test_a_model_saved_before_a_generation_setting_existed_gets_its_default():
+    from omegaconf import OmegaConf
+
+    from medlora.answers.mlflow_model import SECTIONS, run_config
+    from medlora.config import compose
+
+    tree = OmegaConf.to_container(compose([]), resolve=True)
+    saved = {key: tree[key] for key in SECTIONS}
+    saved["generation"] = {k: v for k, v in saved["generation"].items()
+                           if k not in ("adapter_strength", "no_repeat_words")} | {"max_tokens": 77}
+    cfg = run_config(saved)
+    assert cfg.generation.max_tokens == 77  # the saved value is kept
+    assert cfg.generation.adapter_strength == tree["generation"]["adapter_strength"]  # the newer one defaulted

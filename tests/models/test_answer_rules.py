@@ -65,3 +65,26 @@ def test_answers_decoded_with_the_rule_repeat_no_run(model_cache, n):
 
     assert repeated_runs(cfg.generation) > 0  # a tiny random model loops ("\n\n\n...")
     assert repeated_runs(cfg.generation.model_copy(update={"no_repeat_ngram": n})) == 0
+
+
+def test_with_words_folded_a_run_in_another_case_or_spacing_is_a_repeat():
+    # ids 5 and 7 spell one word ("If" / " if"), 6 and 8 another ("you" / " You"); 9, 10, 11 stand alone
+    folded = [0, 1, 2, 3, 4, 5, 6, 5, 6, 9, 10, 11]
+    rule, plain = no_repeat(3, HEADER, folded), no_repeat(3, HEADER)
+    answer = [*HEADER, 5, 6, 9, 3, 7, 8]  # "If you have . if You" -> "have" (9) would repeat "if you have"
+    assert ruled_out(plain, answer) == set()
+    assert ruled_out(rule, answer) == {9}
+    # the ruled-out word is ruled out in every spelling: "If you" then "if You" -> both 5 and 7 after "have"
+    assert ruled_out(rule, [*HEADER, 9, 5, 6, 3, 9, 7]) == {6, 8}
+
+
+def test_the_models_tokenizer_folds_case_and_leading_space_only(model_cache):
+    from medlora.models.answer_rules import folded_ids
+
+    cfg = load_run_config(["model=tiny_random", f"paths.models={model_cache}"])
+    _, tokenizer = models.load_model(cfg.model, cfg.paths.models)
+    folded = folded_ids(tokenizer)
+    ids = tokenizer._tokenizer.convert_tokens_to_ids
+    assert len({folded[i] for i in ids(["If", "\u0120if", "\u0120If", "if"])}) == 1
+    assert folded[ids("\u0120the")] != folded[ids("\u0120then")]
+    assert folded[ids("\u00c3")] != folded[ids("\u00e3")]  # byte-level letters for other bytes keep their case

@@ -148,7 +148,10 @@ def evaluate(cfg: RunConfig) -> tuple[list[dict], Path, str]:
     print(f"medlora: scoring {len(rows)} rows x {len(records)} answers", file=sys.stderr)
     similarities = per_question_similarity(rows, references, embedder)
     table = score(rows, references, embedder, similarities)
-    md = (markdown_table(table, label, len(records), QUESTION_SETS[cfg.evaluate.questions_set])
+    strength = cfg.generation.adapter_strength
+    note = (f" Adapters answer with their LoRA updates x {strength:g} (generation.adapter_strength)."
+            if strength != 1 and folder is not None else "")
+    md = (markdown_table(table, label, len(records), QUESTION_SETS[cfg.evaluate.questions_set], note)
           + comparisons_markdown(comparisons(rows, similarities)))
     out = _record(cfg, table, rows, records, label, md)
     if version is not None:  # the champion's model card gets the table

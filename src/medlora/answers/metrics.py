@@ -84,10 +84,10 @@ def score(rows: list[Row], references: list[str], embedder,
     return table
 
 
-def markdown_table(table: list[dict], label: str, n: int, questions: str = "Held-out test split") -> str:
-    """The table as markdown, under a line naming the question set (``questions``) and its size."""
+def markdown_table(table: list[dict], label: str, n: int, questions: str = "Held-out test split", note: str = "") -> str:
+    """The table as markdown, under a line naming the question set (``questions``) and its size (then ``note``)."""
     names = {"adapter": f"adapter ({label})", "rag": f"rag ({label} + retrieved answers)"}
-    lines = [f"{questions}, {n} questions.", "",
+    lines = [f"{questions}, {n} questions.{note}", "",
              "| row | ROUGE-L | similarity | repetition rate | mean words | test loss | perplexity |",
              "|---|---|---|---|---|---|---|"]
     for t in table:

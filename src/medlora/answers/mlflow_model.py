@@ -84,13 +84,14 @@ def questions(model_input) -> list[str]:
 
 def run_config(conf: dict) -> RunConfig:
     """The promote-time model, data, generation and ask settings over this workspace's defaults
-    (paths: the model cache and prepared splits are this workspace's)."""
+    (paths: the model cache and prepared splits are this workspace's; a setting newer than the model,
+    such as generation.adapter_strength, takes this release's default)."""
     from omegaconf import OmegaConf
 
     from medlora.config import compose, to_run_config
 
     tree = OmegaConf.to_container(compose([]), resolve=True)
-    tree.update({key: conf[key] for key in SECTIONS})
+    tree.update({key: {**tree[key], **conf[key]} for key in SECTIONS})
     return to_run_config(OmegaConf.create(tree))
 
 

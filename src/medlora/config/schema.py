@@ -168,7 +168,9 @@ class GenerationConfig(Section):
     repetition_penalty: Annotated[float, Field(gt=0)]  # 1.0 = off
     repetition_context: PositiveInt
     no_repeat_ngram: Annotated[int, Field(ge=0)]  # an answer never repeats a run of this many tokens; 0 = off
+    no_repeat_words: bool  # runs compared as words: case and a leading space aside ("If you" = "if you")
     end_probability: Annotated[float, Field(ge=0, lt=1)]  # end only when the model is this sure; 0 = off
+    adapter_strength: Annotated[float, Field(ge=0, le=2)]  # each LoRA update x this when an adapter answers; 1 = as trained
 
 
 class AskConfig(Section):

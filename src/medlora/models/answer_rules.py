@@ -43,20 +43,55 @@ def _answer_start(tokens: mx.array, header: list[int]) -> mx.array:
     return positions.max()
 
 
-def no_repeat(n: int, header: list[int]):
-    """Rule out each token that would complete a run of ``n`` tokens the answer already holds."""
+_SPACE_MARKS = "\u0120\u010a\u0109\u2581 \t\n"  # byte-level BPE's space / newline / tab, SentencePiece's space
+_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # ASCII only: byte-level
+# BPE spells other bytes with letters that must keep their case
+
+
+def folded_ids(tokenizer) -> list[int] | None:
+    """For each token id, one id standing for every token that spells the same word up to case and a leading
+    space ("If", " if", " If" -> one id), so that ``no_repeat`` sees "If you have a ... if you have a" as the
+    repeat it is. None when the tokenizer cannot list its tokens."""
+    inner = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx-lm's TokenizerWrapper holds the Hugging Face one
+    convert = getattr(inner, "convert_ids_to_tokens", None)
+    try:
+        size = len(inner)
+    except TypeError:
+        return None
+    if convert is None or not size:
+        return None
+    first: dict[str, int] = {}
+    folded = []
+    for token_id, token in enumerate(convert(list(range(size)))):
+        key = (token or "").lstrip(_SPACE_MARKS).translate(_UPPER) or token or str(token_id)
+        folded.append(first.setdefault(key, token_id))
+    return folded
+
+
+def no_repeat(n: int, header: list[int], folded: list[int] | None = None):
+    """Rule out each token that would complete a run of ``n`` tokens the answer already holds; with
+    ``folded`` (:func:`folded_ids`), runs are compared and ruled out as words, whatever their case and spacing."""
+    tables: dict[int, mx.array] = {}
+
+    def fold(vocab: int) -> mx.array:  # ids past the tokenizer's list stand for themselves
+        if vocab not in tables:
+            tables[vocab] = mx.array(list(folded[:vocab]) + list(range(len(folded), vocab)))
+        return tables[vocab]
 
     def processor(tokens: mx.array, logits: mx.array) -> mx.array:
-        length = tokens.size
+        length, vocab = tokens.size, logits.shape[-1]
         if length < n:
             return logits
         start = _answer_start(tokens, header)
+        seq = fold(vocab)[tokens] if folded else tokens
         windows = length - n + 1  # runs of n tokens whose last token is already in the context
         same = mx.arange(windows) >= start  # the run lies inside the answer
         for j in range(n - 1):  # ... and starts with the answer's last n-1 tokens
-            same = same & (tokens[j : windows + j] == tokens[length - n + 1 + j])
+            same = same & (seq[j : windows + j] == seq[length - n + 1 + j])
         same = same & (length - n + 1 >= start)  # those n-1 tokens are the answer's too
-        penalty = mx.zeros(logits.shape[-1]).at[tokens[n - 1 :]].add(mx.where(same, _RULED_OUT, 0.0))
+        penalty = mx.zeros(vocab).at[seq[n - 1 :]].add(mx.where(same, _RULED_OUT, 0.0))
+        if folded:  # every spelling of a ruled-out word
+            penalty = penalty[fold(vocab)]
         return logits + penalty[None]
 
     return processor

@@ -43,6 +43,7 @@ class Exported:
     gguf_max_abs_diff: float | None  # GGUF read back vs fused weights rounded to the GGUF's dtype
     gguf_vs_adapter_max_abs_diff: float | None  # GGUF read back vs base + adapter (float16: the rounding)
     logit_range: float  # max - min of the reference logits, to judge the differences by
+    adapter_strength: float = 1.0  # the LoRA updates fused x this (generation.adapter_strength), as medlora answers
 
     def summary(self) -> str:
         gguf = (f", GGUF {self.gguf_max_abs_diff:.2e} (vs base + adapter {self.gguf_vs_adapter_max_abs_diff:.2e})"
@@ -50,6 +51,7 @@ class Exported:
         return (f"medlora: {self.adapter} exported to {self.folder}/ (mlx-lm folder){f' and {self.gguf}' if self.gguf else ''}\n"
                 f"medlora: read back, next-token logits on {self.prompts} prompts: fused max |diff| "
                 f"{self.fused_max_abs_diff:.2e}{gguf}; logit range {self.logit_range:.1f}. "
+                f"Its LoRA updates fused x {self.adapter_strength:g} (generation.adapter_strength), as medlora answers. "
                 "It answers without medlora's triage, notice and sources.")
 
 
@@ -126,7 +128,7 @@ def export(cfg: RunConfig) -> Exported:
         gguf_diff = fused.max_abs_difference(fused.next_token_logits(model, tokenizer, questions, system), back)
     spread = max(float(r.max() - r.min()) for r in reference)
     result = Exported(str(final), str(final / gguf_name) if gguf_name else None, label, len(questions),
-                      fused_diff, gguf_diff, gguf_vs_adapter, spread)
+                      fused_diff, gguf_diff, gguf_vs_adapter, spread, cfg.generation.adapter_strength)
     (final / REPORT).write_text(json.dumps(asdict(result), indent=2) + "\n")
     worst = max(fused_diff, gguf_diff or 0.0)
     if worst > FUSED_TOLERANCE:

@@ -88,7 +88,7 @@ def judge(cfg: RunConfig, study: optuna.Study, objective: str = "loss",
     verdict = {"champion_trial": champion.number, "baseline_trial": baseline.number, "objective": objective,
                "champion_params": champion.params, "baseline_params": baseline.params,
                "champion_best_iteration": champion.user_attrs.get("best_iteration"),
-               "search": spent(study), "sets": {}}
+               "search": spent(study), "adapter_strength": cfg.generation.adapter_strength, "sets": {}}
     if champion.number == baseline.number:
         verdict["summary"] = "the champion is the baseline: the study found no better configuration"
         if answers is not None:  # still: are its answers better or worse than the untuned model's?
@@ -181,7 +181,7 @@ def markdown(verdict: dict) -> str:
                          f"{v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | "
                          f"{'yes' if v['loss_better'] else 'no'} |")
         lines += ["", "Losses: mean answer-token cross-entropy per question; interval: paired bootstrap over "
-                  "questions (2,000 resamples)."]
+                  "questions (2,000 resamples)." + strength_note(verdict)]
     if verdict.get("answers"):
         lines += ["", "| answers | questions | champion - | similarity difference | 95% interval | repetition "
                   "(champion / other) |", "|---|---|---|---|---|---|"]
@@ -192,6 +192,13 @@ def markdown(verdict: dict) -> str:
         lines += ["", "Similarity: MiniLM cosine of each answer to its reference answer (as `medlora evaluate`); "
                   "repetition: the share of answers repeating a 4-word run."]
     return "\n".join(lines) + "\n"
+
+
+def strength_note(verdict: dict) -> str:
+    """How the adapters were scored, when not as trained (generation.adapter_strength)."""
+    strength = verdict.get("adapter_strength", 1)
+    return "" if strength == 1 else (f" Both adapters scored as they answer: every LoRA update x {strength:g} "
+                                     "(generation.adapter_strength).")
 
 
 def record(verdict: dict, study_dir, run_id: str | None) -> None:
