@@ -129,10 +129,10 @@ def load_with_adapter(run_cfg, adapter_dir):
     return model, tokenizer
 
 
-def weigh_adapter(model, strength: float) -> int:
+def weigh_adapter(model, strength: float) -> None:
     """Multiply every LoRA layer's update by ``strength``: the weights W + strength * (scale * B A), on the
     straight line between the untuned model (0) and the trained adapter (1) (WiSE-FT's interpolation;
-    README "Evaluation"). Returns the number of layers weighed."""
+    README "Evaluation")."""
     from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
     from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
 
@@ -140,7 +140,6 @@ def weigh_adapter(model, strength: float) -> int:
     if strength != 1 and any(isinstance(m, (DoRALinear, DoRAEmbedding)) for m in modules):
         raise UserError("a DoRA adapter cannot be weighed: its update is not a straight line from the untuned "
                         "weights (fix: generation.adapter_strength=1)")
-    layers = [m for m in modules if isinstance(m, (LoRALinear, LoRASwitchLinear, LoRAEmbedding))]
-    for layer in layers:
-        layer.scale = layer.scale * strength
-    return len(layers)
+    for layer in modules:
+        if isinstance(layer, (LoRALinear, LoRASwitchLinear, LoRAEmbedding)):
+            layer.scale = layer.scale * strength
