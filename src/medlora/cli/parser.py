@@ -21,7 +21,7 @@ examples:
   medlora sweep                            # the default study: Optuna search under a memory cap
   medlora sweep study.name=big study.memory_cap_gb=4 study.timeout_minutes=120
   medlora sweep study.name=long study.fidelity.max_examples=1024  # rungs at 64, 256, 1024 examples
-  medlora sweep study.name=byloss study.objective=loss   # champion by validation loss, not by its answers
+  medlora sweep study.name=byanswers study.objective=similarity  # champion by its answers, not validation loss
   medlora report study.name=default        # regenerate trials.csv, best.yaml, figures/ from storage
   medlora train --from experiments/default/best.yaml   # rerun the best trial
   medlora promote study.name=default       # best adapter -> registry, alias champion
