@@ -1,4 +1,4 @@
-"""What the two answer rules cost per generated token (README "Evaluation", "Two rules at answer time").
+"""What the two answer rules cost per generated token (docs/evaluation.md, "Two rules at answer time").
 
     .venv/bin/python bench/answer_rules_cost.py                 # the embedded model, untuned
     .venv/bin/python bench/answer_rules_cost.py --batch 1       # one answer at a time, as `ask` streams

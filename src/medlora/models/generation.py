@@ -132,7 +132,7 @@ def load_with_adapter(run_cfg, adapter_dir):
 def weigh_adapter(model, strength: float) -> None:
     """Multiply every LoRA layer's update by ``strength``: the weights W + strength * (scale * B A), on the
     straight line between the untuned model (0) and the trained adapter (1) (WiSE-FT's interpolation;
-    README "Evaluation")."""
+    docs/evaluation.md)."""
     from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
     from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
 
