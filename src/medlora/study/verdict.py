@@ -27,15 +27,14 @@ import numpy as np
 import optuna
 
 from medlora.config import RunConfig
+from medlora.config.study_schema import AnswerCheckConfig
 from medlora.data import splits
 from medlora.data.questions import test_sample
 from medlora.files import temporary_dir, write_file
 from medlora.models.generation import load_with_adapter
-from medlora.config.study_schema import AnswerCheckConfig
 from medlora.study import answer_check, report
 from medlora.training.batches import shuffled_valid
 from medlora.training.heldout import paired_bootstrap, per_question_losses
-
 
 
 def pick(study: optuna.Study, objective: str = "loss"):
