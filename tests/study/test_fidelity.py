@@ -93,7 +93,8 @@ def test_the_verdict_compares_champion_and_baseline_on_questions_neither_was_cho
     if verdict["champion_trial"] == 0:
         assert verdict["sets"] == {} and "no better configuration" in verdict["summary"]
         return
-    for name, questions in (("fresh validation", 39), ("test", 12)):
+    # which trial is champion depends on how the tiny model's 4 answers fall (objective similarity)
+    for name, questions in (("fresh validation", 32), ("test", 12)):  # 32 valid rows after the ranking subset
         v = verdict["sets"][name]
         assert v["questions"] == questions
         assert v["ci95"][0] <= v["difference"] <= v["ci95"][1]
